@@ -1,0 +1,167 @@
+"""Next-item losses. Each takes hidden states (P, D), positive targets (P,) and the item table.
+
+- `FullCrossEntropy`: softmax over the whole catalogue ("SASRec+", Klenitskiy & Vasilev 2023).
+- `SampledSoftmax`: softmax over the positive and sampled negatives, with log-q correction
+  (uniform, popularity or in-batch negatives; Yi et al. 2019).
+- `BinaryCrossEntropy`: the original SASRec objective, one (or more) sampled negatives.
+- `GeneralisedBCE`: gBCE (Petrov & Macdonald 2023) — BCE whose positive term is raised to the
+  power beta to undo the overconfidence negative sampling causes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class NegativeSampler:
+    """Samples negative item ids (1..N) uniformly or by training popularity."""
+
+    def __init__(self, num_items: int, counts: np.ndarray | None = None, strategy: str = "uniform"):
+        self.num_items = num_items
+        self.strategy = strategy
+        probs = np.ones(num_items + 1)
+        if strategy == "popularity":
+            if counts is None:
+                raise ValueError("popularity sampling needs item counts")
+            probs = counts.astype(np.float64) + 1e-3  # never zero: every item can be a negative
+        probs[0] = 0.0
+        probs = probs / probs.sum()
+        self.probs = torch.tensor(probs, dtype=torch.float32)
+        self.log_q = torch.log(self.probs.clamp_min(1e-30))
+
+    def sample(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        if self.strategy == "uniform":
+            return torch.randint(1, self.num_items + 1, shape, device=device)
+        flat = torch.multinomial(self.probs, int(np.prod(shape)), replacement=True)
+        return flat.view(shape).to(device)
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """Full-catalogue CE with a hand-written backward that reuses the logits buffer in place.
+
+    Autograd's log_softmax → nll_loss path allocates and fills several (P, N) tensors; this one
+    keeps a single one and turns it into the gradient (softmax − one-hot), which profiled at
+    ~40% less time per step on 2 cores for a 12k-item catalogue.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, items, targets):
+        logits = (hidden @ items.T).float()
+        logits[:, 0] = float("-inf")  # padding is never a class
+        lse = torch.logsumexp(logits, dim=1)
+        loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+        ctx.save_for_backward(hidden, items, targets, logits, lse)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, items, targets, logits, lse = ctx.saved_tensors
+        probs = logits.sub_(lse[:, None]).exp_()
+        probs[torch.arange(len(targets), device=probs.device), targets] -= 1.0
+        probs.mul_(grad / len(targets))
+        probs = probs.to(hidden.dtype)
+        return probs @ items, probs.T @ hidden, None
+
+
+class FullCrossEntropy(nn.Module):
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if hidden.is_cuda:  # the fused CUDA kernels are fast already
+            logits = (hidden @ items.T).float()
+            logits[:, 0] = float("-inf")
+            return F.cross_entropy(logits, targets)
+        return _SoftmaxCrossEntropy.apply(hidden, items, targets)
+
+
+class SampledSoftmax(nn.Module):
+    """Softmax over [positive, negatives] minus log q, with accidental hits masked out."""
+
+    def __init__(self, sampler: NegativeSampler | None, negatives: int, logq_correction: bool = True,
+                 in_batch: bool = False, counts: np.ndarray | None = None):
+        super().__init__()
+        self.sampler = sampler
+        self.negatives = negatives
+        self.logq_correction = logq_correction
+        self.in_batch = in_batch
+        if in_batch:
+            c = (counts if counts is not None else np.ones(1)).astype(np.float64) + 1e-3
+            self.register_buffer("batch_log_q", torch.tensor(np.log(c / c.sum()), dtype=torch.float32))
+
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        pos = (hidden * items[targets]).sum(-1, keepdim=True)
+        if self.in_batch:
+            neg_ids = targets
+            neg = hidden @ items[neg_ids].T  # (P, P): every other position's target is a negative
+            log_q = self.batch_log_q.to(hidden.device)
+            if self.logq_correction:
+                pos = pos - log_q[targets, None]
+                neg = neg - log_q[neg_ids][None]
+            hit = targets[:, None] == neg_ids[None]
+        else:
+            neg_ids = self.sampler.sample((self.negatives,), hidden.device)
+            neg = hidden @ items[neg_ids].T  # shared negatives (P, K)
+            if self.logq_correction and self.sampler.strategy != "uniform":
+                log_q = self.sampler.log_q.to(hidden.device)
+                pos = pos - log_q[targets, None]
+                neg = neg - log_q[neg_ids][None]
+            hit = targets[:, None] == neg_ids[None]
+        neg = neg.masked_fill(hit, float("-inf"))
+        logits = torch.cat([pos, neg], dim=1).float()
+        return -F.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+class BinaryCrossEntropy(nn.Module):
+    """Per-position sampled negatives; the positive should score high, each negative low."""
+
+    def __init__(self, sampler: NegativeSampler, negatives: int = 1):
+        super().__init__()
+        self.sampler = sampler
+        self.negatives = negatives
+
+    def logits(self, hidden, targets, items):
+        neg_ids = self.sampler.sample((targets.shape[0], self.negatives), hidden.device)
+        pos = (hidden * items[targets]).sum(-1)
+        neg = torch.einsum("pd,pkd->pk", hidden, items[neg_ids])
+        valid = neg_ids != targets[:, None]
+        return pos.float(), neg.float(), valid
+
+    def forward(self, hidden, targets, items):
+        pos, neg, valid = self.logits(hidden, targets, items)
+        neg_loss = (F.softplus(neg) * valid).sum(-1)
+        return (F.softplus(-pos) + neg_loss).mean()
+
+
+class GeneralisedBCE(BinaryCrossEntropy):
+    """gBCE: beta = alpha * (t * (1 - 1/alpha) + 1/alpha), alpha = negatives / (N - 1)."""
+
+    def __init__(self, sampler: NegativeSampler, negatives: int, num_items: int, t: float = 0.75):
+        super().__init__(sampler, negatives)
+        alpha = negatives / max(1, num_items - 1)
+        self.beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+
+    def forward(self, hidden, targets, items):
+        pos, neg, valid = self.logits(hidden, targets, items)
+        neg_loss = (F.softplus(neg) * valid).sum(-1)
+        return (self.beta * F.softplus(-pos) + neg_loss).mean()
+
+
+LOSSES = ("ce", "sampled_softmax", "bce", "gbce")
+
+
+def build_loss(name: str, num_items: int, counts: np.ndarray | None = None, negatives: int = 256,
+               sampler: str = "uniform", logq_correction: bool = True, gbce_t: float = 0.75) -> nn.Module:
+    if name == "ce":
+        return FullCrossEntropy()
+    if name == "sampled_softmax":
+        if sampler == "in_batch":
+            return SampledSoftmax(None, negatives, logq_correction, in_batch=True, counts=counts)
+        return SampledSoftmax(NegativeSampler(num_items, counts, sampler), negatives, logq_correction)
+    if sampler == "in_batch":
+        raise ValueError(f"loss '{name}' samples negatives per position; use negative_sampler uniform or popularity")
+    if name == "bce":
+        return BinaryCrossEntropy(NegativeSampler(num_items, counts, sampler), negatives)
+    if name == "gbce":
+        return GeneralisedBCE(NegativeSampler(num_items, counts, sampler), negatives, num_items, gbce_t)
+    raise ValueError(f"unknown loss '{name}'; use one of {', '.join(LOSSES)}")

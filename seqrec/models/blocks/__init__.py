@@ -1,0 +1,1 @@
+"""Shared building blocks: attention, feed-forward, position encodings."""

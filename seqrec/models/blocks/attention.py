@@ -1,0 +1,76 @@
+"""Multi-head self-attention and the transformer block used by SASRec, BERT4Rec and friends."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.models.blocks.dropout import Dropout
+
+
+def attention_mask(items: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, 1, L, L) boolean mask, True = may attend.
+
+    Padding keys are hidden; every position may always see itself, so rows of padding queries
+    never become all-masked (which would give NaN).
+    """
+    valid = items > 0
+    length = items.shape[1]
+    allowed = valid[:, None, None, :].expand(-1, 1, length, -1)
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+    eye = torch.eye(length, dtype=torch.bool, device=items.device)
+    return allowed | eye
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden_size {hidden} must be divisible by num_heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, length, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden: int, inner: int, dropout: float, activation: str = "gelu"):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden, inner),
+            nn.GELU() if activation == "gelu" else nn.ReLU(),
+            Dropout(dropout),
+            nn.Linear(inner, hidden),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TransformerBlock(nn.Module):
+    """Attention + feed-forward with residuals; pre-norm (stable) or post-norm (the 2017 layout)."""
+
+    def __init__(self, hidden: int, heads: int, inner: int, dropout: float, attn_dropout: float,
+                 norm_first: bool = True, activation: str = "gelu"):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = MultiHeadSelfAttention(hidden, heads, attn_dropout)
+        self.ff = FeedForward(hidden, inner, dropout, activation)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.drop = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.norm1(x), mask))
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, mask)))
+        return self.norm2(x + self.drop(self.ff(x)))

@@ -1,0 +1,92 @@
+"""SASRec (Kang & McAuley, ICDM 2018): a causal transformer over the item sequence.
+
+Choices beyond the paper, each a config switch because follow-up work showed they matter:
+pre-norm (default) or the paper's post-norm; tied (default) or separate output embeddings;
+GELU (default) or the paper's ReLU; the loss (BCE in the paper, full CE for "SASRec+",
+sampled softmax, gBCE) is chosen in [train], not here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seqrec.models.blocks.dropout import Dropout
+from seqrec.models.base import Batch, SequentialRecommender
+from seqrec.models.blocks.attention import TransformerBlock, attention_mask
+from seqrec.models.blocks.positions import build_positions
+
+
+@dataclass
+class SASRecConfig:
+    max_len: int = 50
+    hidden_size: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    ff_size: int = 0  # 0 = 4 × hidden_size
+    dropout: float = 0.2
+    attn_dropout: float = -1.0  # < 0: same as dropout
+    positions: str = "learned"  # learned | none
+    norm_first: bool = True
+    tie_embeddings: bool = True
+    activation: str = "gelu"  # gelu | relu
+    scale_embeddings: bool = False  # multiply item embeddings by sqrt(hidden), as in the paper's code
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.positions not in ("learned", "none"):
+            raise ValueError(f"positions = {self.positions!r}; use learned or none")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation = {self.activation!r}; use gelu or relu")
+        if self.max_len < 1:
+            raise ValueError("max_len must be at least 1")
+
+
+class SASRec(SequentialRecommender):
+    config_class = SASRecConfig
+
+    def __init__(self, config: SASRecConfig, num_items: int):
+        super().__init__(config, num_items)
+        d = config.hidden_size
+        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
+        self.positions = build_positions(config.positions, config.max_len, d)
+        self.emb_drop = Dropout(config.dropout)
+        attn_drop = config.dropout if config.attn_dropout < 0 else config.attn_dropout
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, config.num_heads, config.ff_size or 4 * d, config.dropout, attn_drop,
+                             config.norm_first, config.activation)
+            for _ in range(config.num_blocks)
+        )
+        self.final_norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
+        self.out_emb = None if config.tie_embeddings else nn.Embedding(num_items + 1, d, padding_idx=0)
+        self.apply(self._init)
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        items = batch["items"]
+        x = self.item_emb(items)
+        if self.config.scale_embeddings:
+            x = x * math.sqrt(self.config.hidden_size)
+        x = self.emb_drop(x + self.positions(items))
+        valid = (items > 0).unsqueeze(-1)
+        x = x * valid
+        mask = attention_mask(items, causal=True)
+        for block in self.blocks:
+            x = block(x, mask) * valid
+        return self.final_norm(x)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return (self.out_emb or self.item_emb).weight
