@@ -1,0 +1,143 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from seqrec.artifact import load_run
+from seqrec.config import config_from_dict
+from seqrec.data.batches import history_batch
+from seqrec.losses import FullCrossEntropy
+from seqrec.errors import ArtifactError, SeqrecError, UnknownItemError, UnknownUserError
+from seqrec.models.sasrec import SASRec, SASRecConfig
+from seqrec.pipeline import evaluate_run, train
+from seqrec.recommender import Recommender
+
+
+@pytest.mark.parametrize("norm_first,tie", [(True, True), (False, False)])
+def test_sasrec_shapes_and_no_future_leak(norm_first, tie):
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(max_len=10, hidden_size=16, num_heads=2, dropout=0.0, norm_first=norm_first,
+                                tie_embeddings=tie), num_items=30).eval()
+    items = torch.tensor([[0, 0, 0, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]])
+    h = model.encode({"items": items})
+    assert h.shape == (2, 7, 16) and torch.isfinite(h).all()
+    changed = items.clone()
+    changed[:, -1] = 9  # a later item must not change earlier positions
+    h2 = model.encode({"items": changed})
+    assert torch.allclose(h[:, :-1], h2[:, :-1], atol=1e-6)
+    assert not torch.allclose(h[:, -1], h2[:, -1])
+    # padding does not change the real positions
+    assert torch.allclose(model.encode({"items": items[:1, 3:]})[0], h[0, 3:], atol=1e-5)
+    assert model.score({"items": items}).shape == (2, 31)
+    model.train()
+    loss = model.training_loss({"items": items, "targets": torch.roll(items, -1, 1)}, FullCrossEntropy())
+    loss.backward()
+    assert model.item_emb.weight.grad is not None
+
+
+def test_sasrec_learns_and_beats_popularity(trained_run, synthetic_config, tmp_path):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    cfg = dict(synthetic_config, model={"name": "popularity"})
+    pop_run = train(config_from_dict(cfg), runs_dir=tmp_path, run_name="pop", log=lambda *_: None)
+    pop = json.loads((pop_run / "metrics.json").read_text())
+    assert metrics["test"]["ndcg@10"] > 3 * pop["test"]["ndcg@10"]
+    assert metrics["test"]["hr@10"] > 0.4
+    assert metrics["best_epoch"] >= 1 and len(metrics["history"]) >= 1
+
+
+def test_run_directory_round_trip(trained_run):
+    run = load_run(trained_run)
+    assert {p.name for p in trained_run.iterdir()} >= {"run.json", "config.toml", "model.safetensors",
+                                                       "vocab.parquet", "histories.parquet", "metrics.json",
+                                                       "train.log"}
+    assert not (trained_run / "train_state.pt").exists()
+    again = evaluate_run(trained_run, device="cpu")
+    saved = json.loads((trained_run / "metrics.json").read_text())
+    assert again["test"]["ndcg@10"] == pytest.approx(saved["test"]["ndcg@10"], abs=1e-6)
+    batch = history_batch([run.histories.items[0]], run.model.max_len)
+    assert torch.allclose(load_run(trained_run).model.score(batch), run.model.score(batch))
+
+
+def test_recommender_known_user_history_and_errors(trained_run):
+    rec = Recommender.load(trained_run)
+    user = rec.histories.users[0]
+    out = rec.recommend(user=user, k=5)
+    assert len(out.items) == 5 and out.scores == sorted(out.scores, reverse=True)
+    seen = set(rec.vocab.decode(rec.user_history(user)))
+    assert not seen & set(out.items)
+    hist = rec.vocab.decode(rec.user_history(user))
+    by_history = rec.recommend(history=hist + ["never-seen-item"], k=5)
+    assert by_history.items == out.items and by_history.unknown_items == ["never-seen-item"]
+    assert rec.recommend(history=hist, k=5, exclude=[out.items[0]]).items[0] != out.items[0]
+    with pytest.raises(UnknownUserError, match="not in this run"):
+        rec.recommend(user="nobody", k=5)
+    with pytest.raises(UnknownItemError, match="none of the history items"):
+        rec.recommend(history=["nope"], k=5)
+    with pytest.raises(SeqrecError, match="larger than the catalogue"):
+        rec.recommend(user=user, k=rec.num_items + 1)
+    with pytest.raises(SeqrecError, match="known user id or a non-empty history"):
+        rec.recommend(history=[], k=5)
+    sim = rec.similar_items(out.items[0], k=3)
+    assert len(sim.items) == 3 and out.items[0] not in sim.items
+
+
+def test_incompatible_or_broken_run_directory(trained_run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    meta = json.loads((broken / "run.json").read_text())
+    meta["format_version"] = 999
+    (broken / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="format version 999"):
+        load_run(broken)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not a seqrec run directory"):
+        load_run(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "gbce"])
+def test_other_losses_train(loss, synthetic_config, tmp_path):
+    cfg = {**synthetic_config, "train": {**synthetic_config["train"], "loss": loss, "epochs": 2, "negatives": 16}}
+    run = train(config_from_dict(cfg), runs_dir=tmp_path, run_name=loss, log=lambda *_: None)
+    m = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(m["history"][-1]["loss"]) and m["test"]["hr@10"] > 0
+
+
+def test_temporal_split_end_to_end(synthetic_config, tmp_path):
+    cfg = {**synthetic_config, "data": {**synthetic_config["data"], "split": "temporal", "temporal_quantile": 0.8},
+           "train": {**synthetic_config["train"], "epochs": 2}}
+    run = train(config_from_dict(cfg), runs_dir=tmp_path, run_name="t", log=lambda *_: None)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["test"]["users"] > 0 and "cutoff" in m["split"]
+
+
+def test_resume_continues_from_the_saved_epoch(synthetic_config, tmp_path):
+    from seqrec.config import TrainConfig
+    from seqrec.pipeline import prepare_data
+    from seqrec.models.registry import build_model
+    from seqrec.train.trainer import Trainer
+
+    cfg = config_from_dict({**synthetic_config, "train": {**synthetic_config["train"], "epochs": 2}})
+    data = prepare_data(cfg, log=lambda *_: None)
+    model = build_model("sasrec", cfg.model, data.vocab.num_items)
+    Trainer(model, data.split, cfg.train, cfg.eval, tmp_path, log=lambda *_: None).fit()
+    assert (tmp_path / "train_state.pt").exists()
+    logs = []
+    more = TrainConfig(**{**cfg.train.__dict__, "epochs": 3})
+    result = Trainer(build_model("sasrec", cfg.model, data.vocab.num_items), data.split, more, cfg.eval, tmp_path,
+                     log=logs.append).fit(resume=True)
+    assert any("resumed after epoch 2" in line for line in logs)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+
+
+def test_seeded_training_is_deterministic(synthetic_config, tmp_path):
+    cfg = {**synthetic_config, "train": {**synthetic_config["train"], "epochs": 1}}
+    a = train(config_from_dict(cfg), runs_dir=tmp_path, run_name="a", log=lambda *_: None)
+    b = train(config_from_dict(cfg), runs_dir=tmp_path, run_name="b", log=lambda *_: None)
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+    assert ma["history"][0]["loss"] == mb["history"][0]["loss"]
+    assert ma["test"] == mb["test"]
