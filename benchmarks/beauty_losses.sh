@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# SASRec on Amazon Beauty with each loss, same backbone and budget; then the table rows.
+#   bash benchmarks/beauty_losses.sh [data_dir] [runs_dir] [extra --set ...]
+set -euo pipefail
+data=${1:-../shared/data}; runs=${2:-runs/bench}; shift $(( $# > 2 ? 2 : $# )) || true
+common=(--data-dir "$data" --runs-dir "$runs" --quiet --set train.max_minutes=12 "$@")
+seqrec train configs/beauty-sasrec.toml --name beauty-sasrec-ce "${common[@]}"
+seqrec train configs/beauty-sasrec.toml --name beauty-sasrec-ss1024 --set train.loss=sampled_softmax \
+  --set train.negatives=1024 "${common[@]}"
+seqrec train configs/beauty-sasrec.toml --name beauty-sasrec-bce --set train.loss=bce --set train.negatives=1 "${common[@]}"
+seqrec train configs/beauty-sasrec.toml --name beauty-sasrec-gbce256 --set train.loss=gbce --set train.negatives=256 \
+  --set train.gbce_t=0.75 "${common[@]}"
+python benchmarks/collect.py "$runs"/beauty-sasrec-*
