@@ -82,8 +82,8 @@ def cmd_data_stats(args) -> None:
 def cmd_models(args) -> None:
     from seqrec.models.registry import MODELS
 
-    for name, (cfg_cls, model_cls) in MODELS.items():
-        doc = (model_cls.__module__ and sys.modules[model_cls.__module__].__doc__ or "").strip().splitlines()
+    for name, (_, model_cls) in MODELS.items():
+        doc = (sys.modules[model_cls.__module__].__doc__ or "").strip().splitlines()
         print(f"{name:<14}{doc[0] if doc else ''}")
 
 

@@ -1,9 +1,9 @@
-import os
-
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the API tests run servers beside pytest, and two threads per process oversubscribe
+# 2 cores (OpenMP threads then wait on each other, measured here at 10-20x slower).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import torch
 from seqrec.artifact import load_run
 from seqrec.config import config_from_dict
 from seqrec.data.batches import history_batch
-from seqrec.losses import FullCrossEntropy
 from seqrec.errors import ArtifactError, SeqrecError, UnknownItemError, UnknownUserError
+from seqrec.losses import FullCrossEntropy
 from seqrec.models.sasrec import SASRec, SASRecConfig
 from seqrec.pipeline import evaluate_run, train
 from seqrec.recommender import Recommender
@@ -117,8 +117,8 @@ def test_temporal_split_end_to_end(synthetic_config, tmp_path):
 
 def test_resume_continues_from_the_saved_epoch(synthetic_config, tmp_path):
     from seqrec.config import TrainConfig
-    from seqrec.pipeline import prepare_data
     from seqrec.models.registry import build_model
+    from seqrec.pipeline import prepare_data
     from seqrec.train.trainer import Trainer
 
     cfg = config_from_dict({**synthetic_config, "train": {**synthetic_config["train"], "epochs": 2}})

@@ -7,7 +7,7 @@ the model sees at prediction time, which is also the set of items masked from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def parse_cutoff(value: str) -> float:
     except ValueError:
         raise DataError(f"data.temporal_cutoff = {value!r} is neither a number nor an ISO date like 2014-01-01") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -42,5 +42,5 @@ def _fmt_time(t: float) -> str:
     if t is None:
         return "-"
     if t > 10**8:  # looks like epoch seconds
-        return f"{t:.0f} ({datetime.fromtimestamp(t, tz=timezone.utc):%Y-%m-%d %H:%M} UTC)"
+        return f"{t:.0f} ({datetime.fromtimestamp(t, tz=UTC):%Y-%m-%d %H:%M} UTC)"
     return f"{t:g}"

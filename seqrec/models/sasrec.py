@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqrec.models.blocks.dropout import Dropout
 from seqrec.models.base import Batch, SequentialRecommender
 from seqrec.models.blocks.attention import TransformerBlock, attention_mask
+from seqrec.models.blocks.cape import CAPE
+from seqrec.models.blocks.dropout import Dropout
 from seqrec.models.blocks.positions import build_positions
 
 
@@ -29,18 +30,20 @@ class SASRecConfig:
     ff_size: int = 0  # 0 = 4 × hidden_size
     dropout: float = 0.2
     attn_dropout: float = -1.0  # < 0: same as dropout
-    positions: str = "learned"  # learned | none
+    positions: str = "learned"  # learned | cape | learned+cape | none (cape: blocks/cape.py)
     norm_first: bool = True
     tie_embeddings: bool = True
     activation: str = "gelu"  # gelu | relu
     scale_embeddings: bool = False  # multiply item embeddings by sqrt(hidden), as in the paper's code
     init_std: float = 0.02
+    embedding_norm: bool = False  # LayerNorm on item + position embeddings (BERT / RecBole layout)
+    ff_inner_dropout: bool = True  # dropout between the two feed-forward layers as well as after
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
-        if self.positions not in ("learned", "none"):
-            raise ValueError(f"positions = {self.positions!r}; use learned or none")
+        if self.positions not in ("learned", "cape", "learned+cape", "none"):
+            raise ValueError(f"positions = {self.positions!r}; use learned, cape, learned+cape or none")
         if self.activation not in ("gelu", "relu"):
             raise ValueError(f"activation = {self.activation!r}; use gelu or relu")
         if self.max_len < 1:
@@ -54,12 +57,19 @@ class SASRec(SequentialRecommender):
         super().__init__(config, num_items)
         d = config.hidden_size
         self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
-        self.positions = build_positions(config.positions, config.max_len, d)
+        # contextual positions live in the attention, not the input; learned+cape keeps both
+        cape = config.positions in ("cape", "learned+cape")
+        self.positions = build_positions({"cape": "none", "learned+cape": "learned"}.get(config.positions,
+                                                                                      config.positions),
+                                         config.max_len, d)
         self.emb_drop = Dropout(config.dropout)
+        self.emb_norm = nn.LayerNorm(d) if config.embedding_norm else nn.Identity()
         attn_drop = config.dropout if config.attn_dropout < 0 else config.attn_dropout
         self.blocks = nn.ModuleList(
             TransformerBlock(d, config.num_heads, config.ff_size or 4 * d, config.dropout, attn_drop,
-                             config.norm_first, config.activation)
+                             config.norm_first, config.activation,
+                             CAPE(d // config.num_heads, config.max_len + 1) if cape else None,
+                             inner_dropout=config.ff_inner_dropout)
             for _ in range(config.num_blocks)
         )
         self.final_norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
@@ -80,7 +90,7 @@ class SASRec(SequentialRecommender):
         x = self.item_emb(items)
         if self.config.scale_embeddings:
             x = x * math.sqrt(self.config.hidden_size)
-        x = self.emb_drop(x + self.positions(items))
+        x = self.emb_drop(self.emb_norm(x + self.positions(items)))
         valid = (items > 0).unsqueeze(-1)
         x = x * valid
         mask = attention_mask(items, causal=True)

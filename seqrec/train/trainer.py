@@ -89,6 +89,10 @@ class Trainer:
             self.log(f"fitted {type(model).__name__} from counts; valid {self._fmt(valid)}")
             return TrainResult(0, valid, [{"epoch": 0, **valid}], time.perf_counter() - start, 0, "count-based model")
 
+        # trainable models may use training-set statistics too (e.g. MQSA-TED's transitions);
+        # the default `fit_statistics` does nothing
+        model.fit_statistics(self.split.train)
+        model.to(self.device)
         counts = self.split.item_counts()
         try:
             loss_fn = build_loss(cfg.loss, model.num_items, counts, cfg.negatives, cfg.negative_sampler,

@@ -25,7 +25,14 @@ def attention_mask(items: torch.Tensor, causal: bool) -> torch.Tensor:
 
 
 class MultiHeadSelfAttention(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float):
+    """Self-attention; `logit_bias` (optional) adds a content-dependent term to the logits.
+
+    The hook is for position encodings computed from the attention itself (CAPE/CoPE): it is
+    called as `logit_bias(q, scaled_logits, mask)` and returns (B, H, L, L). Without it the
+    fused scaled_dot_product_attention path runs unchanged.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float, logit_bias: nn.Module | None = None):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden_size {hidden} must be divisible by num_heads {heads}")
@@ -33,21 +40,27 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
         self.dropout = dropout
+        self.logit_bias = logit_bias
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if self.logit_bias is not None:
+            logits = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+            bias = self.logit_bias(q, logits, mask)
+            mask = bias.masked_fill(~mask, float("-inf"))  # a float mask is added to the logits
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, hidden: int, inner: int, dropout: float, activation: str = "gelu"):
+    def __init__(self, hidden: int, inner: int, dropout: float, activation: str = "gelu",
+                 inner_dropout: bool = True):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(hidden, inner),
             nn.GELU() if activation == "gelu" else nn.ReLU(),
-            Dropout(dropout),
+            Dropout(dropout if inner_dropout else 0.0),
             nn.Linear(inner, hidden),
         )
 
@@ -59,11 +72,12 @@ class TransformerBlock(nn.Module):
     """Attention + feed-forward with residuals; pre-norm (stable) or post-norm (the 2017 layout)."""
 
     def __init__(self, hidden: int, heads: int, inner: int, dropout: float, attn_dropout: float,
-                 norm_first: bool = True, activation: str = "gelu"):
+                 norm_first: bool = True, activation: str = "gelu", logit_bias: nn.Module | None = None,
+                 inner_dropout: bool = True):
         super().__init__()
         self.norm_first = norm_first
-        self.attn = MultiHeadSelfAttention(hidden, heads, attn_dropout)
-        self.ff = FeedForward(hidden, inner, dropout, activation)
+        self.attn = MultiHeadSelfAttention(hidden, heads, attn_dropout, logit_bias)
+        self.ff = FeedForward(hidden, inner, dropout, activation, inner_dropout)
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
         self.drop = Dropout(dropout)
