@@ -32,6 +32,7 @@ from torch import nn
 
 from seqrec.models.base import Batch, SequentialRecommender
 from seqrec.models.blocks.dropout import Dropout
+from seqrec.models.blocks.init import init_normal
 from seqrec.models.blocks.positions import build_positions
 
 
@@ -108,17 +109,8 @@ class ComiRec(SequentialRecommender):
             self.w2 = nn.Linear(da, k)
         else:
             self.bilinear = nn.Linear(d, k * d, bias=False)
-        self.apply(self._init)
+        init_normal(self, config.init_std)
         self._proxy: tuple[int, torch.Tensor] | None = None
-
-    def _init(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
 
     # --- interest extraction -------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from torch import nn
 from seqrec.models.base import Batch, SequentialRecommender
 from seqrec.models.blocks.dropout import Dropout
 from seqrec.models.blocks.hstu import HSTULayer, RelativePositionTimeBias, causal_valid_mask
+from seqrec.models.blocks.init import init_normal
 from seqrec.models.blocks.positions import build_positions
 
 
@@ -83,16 +84,7 @@ class HSTU(SequentialRecommender):
             HSTULayer(d, config.num_heads, da, dl, config.dropout, config.attn_dropout, config.max_len)
             for _ in range(config.num_blocks)
         )
-        self.apply(self._init)
-
-    def _init(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+        init_normal(self, config.init_std)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         items = batch["items"]

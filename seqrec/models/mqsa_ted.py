@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.models.base import Batch
+from seqrec.models.blocks.init import init_normal
 from seqrec.models.sasrec import SASRec, SASRecConfig
 
 
@@ -105,7 +106,7 @@ class MQSATED(SASRec):
         for block in self.blocks:
             block.attn = MultiQuerySelfAttention(config.hidden_size, config.num_heads, attn_drop,
                                                  config.long_window, config.short_window, config.alpha)
-        self.apply(self._init)
+        init_normal(self, config.init_std)
         m = config.ted_neighbors
         # soft labels are training-time statistics only: not saved, refitted by fit_statistics
         self.register_buffer("ted_targets", torch.zeros(num_items + 1, m, dtype=torch.int64), persistent=False)

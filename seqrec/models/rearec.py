@@ -46,6 +46,7 @@ from torch import nn
 from seqrec.models.base import Batch
 from seqrec.models.blocks.attention import TransformerBlock, attention_mask
 from seqrec.models.blocks.dropout import Dropout
+from seqrec.models.blocks.init import init_normal
 from seqrec.models.sasrec import SASRec, SASRecConfig
 
 Cache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -89,7 +90,7 @@ class ReaRec(SASRec):
         self.reason_pos = nn.Embedding(max(1, config.reasoning_steps), d)
         attn_drop = config.dropout if config.attn_dropout < 0 else config.attn_dropout
         self.attn_drop = Dropout(attn_drop)
-        self._init(self.reason_pos)
+        init_normal(self.reason_pos, config.init_std)
 
     # --- the reasoning trajectory -------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from seqrec.models.base import Batch, SequentialRecommender
 from seqrec.models.blocks.attention import TransformerBlock, attention_mask
 from seqrec.models.blocks.cape import CAPE
 from seqrec.models.blocks.dropout import Dropout
+from seqrec.models.blocks.init import init_normal
 from seqrec.models.blocks.positions import build_positions
 
 
@@ -74,16 +75,7 @@ class SASRec(SequentialRecommender):
         )
         self.final_norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
         self.out_emb = None if config.tie_embeddings else nn.Embedding(num_items + 1, d, padding_idx=0)
-        self.apply(self._init)
-
-    def _init(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+        init_normal(self, config.init_std)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         items = batch["items"]
