@@ -95,13 +95,8 @@ class ReaRec(SASRec):
     # --- the reasoning trajectory -------------------------------------------------------------
 
     def _item_pass(self, items: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """SASRec's causal pass (kept in step with SASRec.encode); returns the last residual stream and each block's item keys/values."""
-        x = self.item_emb(items)
-        if self.config.scale_embeddings:
-            x = x * math.sqrt(self.config.hidden_size)
-        x = self.emb_drop(self.emb_norm(x + self.positions(items)))
-        valid = (items > 0).unsqueeze(-1)
-        x = x * valid
+        """SASRec's causal pass; returns the last residual stream and each block's item keys/values."""
+        x, valid = self.embed(items)
         mask = attention_mask(items, causal=True)
         caches = []
         for block in self.blocks:

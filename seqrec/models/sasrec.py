@@ -77,14 +77,21 @@ class SASRec(SequentialRecommender):
         self.out_emb = None if config.tie_embeddings else nn.Embedding(num_items + 1, d, padding_idx=0)
         init_normal(self, config.init_std)
 
-    def encode(self, batch: Batch) -> torch.Tensor:
-        items = batch["items"]
+    def embed(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block input (item + position embeddings, padding zeroed) and the (B, L, 1) validity mask.
+
+        Shared with models built on this backbone (ReaRec) so the two passes cannot drift apart.
+        """
         x = self.item_emb(items)
         if self.config.scale_embeddings:
             x = x * math.sqrt(self.config.hidden_size)
         x = self.emb_drop(self.emb_norm(x + self.positions(items)))
         valid = (items > 0).unsqueeze(-1)
-        x = x * valid
+        return x * valid, valid
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        items = batch["items"]
+        x, valid = self.embed(items)
         mask = attention_mask(items, causal=True)
         for block in self.blocks:
             x = block(x, mask) * valid
