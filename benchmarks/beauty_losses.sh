@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# SASRec on Amazon Beauty with each loss, same backbone and budget; then the table rows.
+# SASRec on Amazon Beauty with each loss: the same backbone, recipe (configs/beauty-sasrec.toml:
+# prefix augmentation, linear learning-rate decay over the budget) and 12-minute budget; then the
+# table rows of benchmarks/RESULTS.md.
 #   bash benchmarks/beauty_losses.sh [data_dir] [runs_dir] [extra --set ...]
+# e.g. bash benchmarks/beauty_losses.sh ../shared/data runs/bench --set train.num_threads=1
 set -euo pipefail
 data=${1:-../shared/data}; runs=${2:-runs/bench}; shift $(( $# > 2 ? 2 : $# )) || true
 common=(--data-dir "$data" --runs-dir "$runs" --quiet --set train.max_minutes=12 "$@")

@@ -51,12 +51,21 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
+    # constant | linear | cosine: decay from lr to lr × min_lr_ratio over the run, where "the run"
+    # is `epochs` or, when set, the `max_minutes` budget (whichever ends first), so a budgeted
+    # run ends with a small learning rate instead of being cut off mid-flight
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     patience: int = 10
     eval_every: int = 1
     valid_metric: str = "ndcg@10"
     window: str = "last"  # last | random: which max_len window of a long history an epoch trains on
+    # every prefix is an example predicting only its last item (RecBole-style), instead of one
+    # example per sequence predicting every position; see data/batches.py
+    prefix_augmentation: bool = False
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on cuda
@@ -107,6 +116,7 @@ _CHOICES = {
     ("train", "loss"): ["ce", "sampled_softmax", "bce", "gbce"],
     ("train", "negative_sampler"): ["uniform", "popularity", "in_batch"],
     ("train", "window"): ["last", "random"],
+    ("train", "lr_schedule"): ["constant", "linear", "cosine"],
     ("train", "device"): ["auto", "cpu", "cuda"],
     ("eval", "sampled_strategy"): ["uniform", "popularity"],
 }

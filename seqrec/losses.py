@@ -129,8 +129,12 @@ class BinaryCrossEntropy(nn.Module):
 
     def forward(self, hidden, targets, items):
         pos, neg, valid = self.logits(hidden, targets, items)
-        neg_loss = (F.softplus(neg) * valid).sum(-1)
-        return (F.softplus(-pos) + neg_loss).mean()
+        return self.combine(F.softplus(-pos), (F.softplus(neg) * valid).sum(-1))
+
+    def combine(self, pos_loss: torch.Tensor, neg_loss: torch.Tensor) -> torch.Tensor:
+        """Mean over the 1 + K scored items and the positions, as gSASRec's code does: with K = 256 a
+        sum would make the loss (and so the gradient before clipping) ~250x larger than CE's."""
+        return (pos_loss + neg_loss).mean() / (1 + self.negatives)
 
 
 class GeneralisedBCE(BinaryCrossEntropy):
@@ -143,8 +147,7 @@ class GeneralisedBCE(BinaryCrossEntropy):
 
     def forward(self, hidden, targets, items):
         pos, neg, valid = self.logits(hidden, targets, items)
-        neg_loss = (F.softplus(neg) * valid).sum(-1)
-        return (self.beta * F.softplus(-pos) + neg_loss).mean()
+        return self.combine(self.beta * F.softplus(-pos), (F.softplus(neg) * valid).sum(-1))
 
 
 LOSSES = ("ce", "sampled_softmax", "bce", "gbce")

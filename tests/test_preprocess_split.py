@@ -101,3 +101,25 @@ def test_vocab_round_trip(tmp_path):
     assert v.decode([3, 1]) == ["c", "b"]
     v.save(tmp_path / "v.parquet")
     assert Vocab.load(tmp_path / "v.parquet").items == ["b", "a", "c"]
+
+
+def test_training_batches_all_positions_and_prefixes():
+    from seqrec.data.batches import TrainBatches
+
+    seqs = [np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7])]  # the 1-item user has no example
+
+    def examples(batches):
+        out = set()
+        for b in batches:
+            for items, targets in zip(b["items"].tolist(), b["targets"].tolist(), strict=True):
+                out.update((tuple(i for i in items[: p + 1] if i), t) for p, t in enumerate(targets) if t)
+        return out
+
+    # max_len 2: a whole sequence trains on its last window (2, 3, 4); every prefix has its own
+    whole = TrainBatches(seqs, None, max_len=2, batch_size=10)
+    assert len(whole) == 1 and examples(whole) == {((2,), 3), ((2, 3), 4), ((5,), 6)}
+    prefixes = TrainBatches(seqs, None, max_len=2, batch_size=2, prefixes=True)
+    assert len(prefixes) == 2  # 4 prefixes, 2 per batch
+    for b in prefixes:
+        assert (b["targets"][:, :-1] == 0).all()  # only each prefix's last item is a target
+    assert examples(prefixes) == {((1,), 2), ((1, 2), 3), ((2, 3), 4), ((5,), 6)}

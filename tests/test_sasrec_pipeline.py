@@ -36,6 +36,44 @@ def test_sasrec_shapes_and_no_future_leak(norm_first, tie):
     assert model.item_emb.weight.grad is not None
 
 
+def test_positions_counted_from_the_start_are_causally_consistent():
+    # with origin=start an item's encoding depends only on its past, so the output at position t
+    # of a full sequence equals the output of the prefix ending at t (what inference sees)
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(max_len=8, hidden_size=16, num_heads=2, dropout=0.0, norm_first=False,
+                                embedding_norm=True, position_origin="start"), num_items=30).eval()
+    items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+    full = model.encode({"items": items})
+    prefix = model.encode({"items": torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5]])})
+    assert torch.allclose(full[0, 4], prefix[0, -1], atol=1e-5)
+    end = SASRec(SASRecConfig(max_len=8, hidden_size=16, num_heads=2, dropout=0.0), num_items=30).eval()
+    assert not torch.allclose(end.encode({"items": items})[0, 4],
+                              end.encode({"items": torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5]])})[0, -1], atol=1e-5)
+    with pytest.raises(ValueError, match="position_origin"):
+        SASRecConfig(position_origin="middle").validate()
+
+
+def test_learning_rate_schedules(synthetic_config, tmp_path):
+    from seqrec.config import TrainConfig
+    from seqrec.train.trainer import scheduled_lr
+
+    def lr_at(schedule, step, epoch_progress, time_progress, warmup=0):
+        cfg = TrainConfig(lr=1e-3, lr_schedule=schedule, warmup_steps=warmup, min_lr_ratio=0.1)
+        return scheduled_lr(cfg, step, epoch_progress, time_progress)
+
+    assert lr_at("constant", 50, 0.9, 0.9) == 1e-3
+    assert lr_at("linear", 50, 0.5, 0.0) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at("linear", 50, 0.2, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # the budget runs out first
+    assert lr_at("cosine", 50, 1.0, 0.0) == pytest.approx(1e-4)
+    assert lr_at("cosine", 5, 0.0, 0.0, warmup=10) == pytest.approx(5e-4)
+    cfg = {**synthetic_config, "train": {**synthetic_config["train"], "epochs": 2, "lr_schedule": "linear",
+                                         "warmup_steps": 3}}
+    run = train(config_from_dict(cfg), runs_dir=tmp_path, run_name="sched", log=lambda *_: None)
+    assert json.loads((run / "metrics.json").read_text())["test"]["hr@10"] > 0
+    with pytest.raises(SeqrecError, match="lr_schedule"):
+        config_from_dict({**synthetic_config, "train": {**synthetic_config["train"], "lr_schedule": "step"}})
+
+
 def test_sasrec_learns_and_beats_popularity(trained_run, synthetic_config, tmp_path):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     cfg = dict(synthetic_config, model={"name": "popularity"})
@@ -99,12 +137,16 @@ def test_incompatible_or_broken_run_directory(trained_run, tmp_path):
         load_run(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "gbce"])
-def test_other_losses_train(loss, synthetic_config, tmp_path):
-    cfg = {**synthetic_config, "train": {**synthetic_config["train"], "loss": loss, "epochs": 2, "negatives": 16}}
+@pytest.mark.parametrize("loss,negatives", [("sampled_softmax", 16), ("bce", 1), ("gbce", 16)])
+def test_other_losses_train(loss, negatives, synthetic_config, tmp_path):
+    cfg = {**synthetic_config, "train": {**synthetic_config["train"], "loss": loss, "negatives": negatives}}
     run = train(config_from_dict(cfg), runs_dir=tmp_path, run_name=loss, log=lambda *_: None)
     m = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(m["history"][-1]["loss"]) and m["test"]["hr@10"] > 0
+    if loss != "gbce":
+        # popularity scores ~0.11 NDCG@10 on this log. gBCE with many negatives is known to need long
+        # training (gSASRec trains for thousands of epochs); in 8 epochs here it is still at that level
+        assert m["test"]["ndcg@10"] > 0.25
 
 
 def test_temporal_split_end_to_end(synthetic_config, tmp_path):

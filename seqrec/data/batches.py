@@ -1,7 +1,10 @@
 """Batches: left-padded windows (the last real item is always at the last position).
 
-Every position of a training window is a next-item example (input s[:-1], targets s[1:]);
-no prefix augmentation. Batches are trimmed to their longest row, so short logs cost little.
+By default every position of a training window is a next-item example (input s[:-1], targets
+s[1:]). With `prefixes=True` every prefix of a sequence is its own example and only its last
+position is a target (the "prefix augmentation" of RecBole and GRU4Rec-style data loaders): the
+same targets per epoch, but each one is seen under its own dropout noise, at the cost of more
+encoder work. Batches are trimmed to their longest row, so short logs cost little.
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ class TrainBatches:
     """Shuffled next-item training batches from per-user training sequences."""
 
     def __init__(self, sequences: list[np.ndarray], times: list[np.ndarray] | None, max_len: int,
-                 batch_size: int, window: str = "last", seed: int = 0, bucket: int = 16):
+                 batch_size: int, window: str = "last", seed: int = 0, bucket: int = 16,
+                 prefixes: bool = False):
         keep = [i for i, s in enumerate(sequences) if len(s) >= 2]
         self.sequences = [sequences[i] for i in keep]
         self.times = [times[i] for i in keep] if times is not None else None
+        self.prefixes = prefixes
+        # one example per (sequence, end): the prefix s[:end], predicting its last item
+        self.examples = (np.array([(i, end) for i, seq in enumerate(self.sequences) for end in range(2, len(seq) + 1)],
+                                  dtype=np.int64).reshape(-1, 2)
+                         if prefixes else
+                         np.array([(i, len(seq)) for i, seq in enumerate(self.sequences)], dtype=np.int64).reshape(-1, 2))
         self.max_len = max_len
         self.batch_size = batch_size
         self.window = window
@@ -36,7 +46,7 @@ class TrainBatches:
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return (len(self.sequences) + self.batch_size - 1) // self.batch_size
+        return (len(self.examples) + self.batch_size - 1) // self.batch_size
 
     def num_sequences(self) -> int:
         return len(self.sequences)
@@ -51,8 +61,8 @@ class TrainBatches:
     def _batches(self) -> list[np.ndarray]:
         """Shuffled batches of similar-length sequences: users are shuffled, then sorted by length
         inside pools of `bucket` batches, so padding (and its compute) stays small."""
-        order = self.rng.permutation(len(self.sequences))
-        lengths = np.minimum(np.array([len(self.sequences[i]) for i in order]), self.max_len + 1)
+        order = self.rng.permutation(len(self.examples))
+        lengths = np.minimum(self.examples[order, 1], self.max_len + 1)
         pool = self.batch_size * self.bucket
         batches = []
         for start in range(0, len(order), pool):
@@ -63,15 +73,21 @@ class TrainBatches:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for idx in self._batches():
-            windows = [self._window(len(self.sequences[i])) for i in idx]
-            seqs = [self.sequences[i][a:b] for i, (a, b) in zip(idx, windows, strict=True)]
+            rows, ends = self.examples[idx, 0], self.examples[idx, 1]
+            # a prefix is its own window (its end is the target); a whole sequence may be cut
+            windows = ([(max(0, int(end) - self.max_len - 1), int(end)) for end in ends] if self.prefixes
+                       else [self._window(int(end)) for end in ends])
+            seqs = [self.sequences[i][a:b] for i, (a, b) in zip(rows, windows, strict=True)]
             length = max(len(s) for s in seqs) - 1
+            targets = left_pad([s[1:] for s in seqs], length)
+            if self.prefixes:
+                targets[:, :-1] = 0  # only the prefix's last item is predicted
             batch = {
                 "items": torch.from_numpy(left_pad([s[:-1] for s in seqs], length)),
-                "targets": torch.from_numpy(left_pad([s[1:] for s in seqs], length)),
+                "targets": torch.from_numpy(targets),
             }
             if self.times is not None:
-                ts = [self.times[i][a:b] for i, (a, b) in zip(idx, windows, strict=True)]
+                ts = [self.times[i][a:b] for i, (a, b) in zip(rows, windows, strict=True)]
                 batch["timestamps"] = torch.from_numpy(left_pad([t[:-1] for t in ts], length, np.float64))
                 batch["target_timestamps"] = torch.from_numpy(left_pad([t[1:] for t in ts], length, np.float64))
             yield batch

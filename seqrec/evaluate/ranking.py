@@ -45,11 +45,19 @@ def evaluate(model: SequentialRecommender, data: EvalSet, ks: list[int] = (5, 10
     else:
         probs = torch.ones(num_items + 1, dtype=torch.float64)
         probs[0] = 0
+    # users in order of (windowed) history length, so a batch is padded only to its own longest
+    # history instead of max_len: on Beauty (mean length 7) this cuts the encoder's work ~4x.
+    # Ranks are put back in the eval set's order at the end.
+    lengths = np.fromiter((min(len(h), model.max_len) for h in data.histories), dtype=np.int64,
+                          count=len(data))
+    order = np.argsort(lengths, kind="stable")
+    all_targets = np.asarray(data.targets)
     for start in range(0, len(data), batch_size):
-        hist = data.histories[start : start + batch_size]
-        times = data.history_times[start : start + batch_size] if data.history_times else None
+        idx = order[start : start + batch_size]
+        hist = [data.histories[i] for i in idx]
+        times = [data.history_times[i] for i in idx] if data.history_times else None
         batch = {k: v.to(device) for k, v in history_batch(hist, model.max_len, times).items()}
-        targets = torch.as_tensor(data.targets[start : start + batch_size], device=device)
+        targets = torch.as_tensor(all_targets[idx], device=device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             scores = model.score(batch)
         scores = scores.float()
@@ -71,7 +79,10 @@ def evaluate(model: SequentialRecommender, data: EvalSet, ks: list[int] = (5, 10
         tops.append(torch.topk(scores, min(ks[-1], num_items), dim=1).indices.cpu().numpy())
     if was_training:
         model.train()
-    ranks_np = np.concatenate(ranks) if ranks else np.empty(0)
+    ranks_np = np.empty(0)
+    if ranks:
+        ranks_np = np.empty(len(data))
+        ranks_np[order] = np.concatenate(ranks)
     if sampled:
         out = metrics_from_ranks(ranks_np, ks, prefix="sampled_")
         out["sampled_candidates"] = num_sampled

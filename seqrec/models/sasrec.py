@@ -32,6 +32,7 @@ class SASRecConfig:
     dropout: float = 0.2
     attn_dropout: float = -1.0  # < 0: same as dropout
     positions: str = "learned"  # learned | cape | learned+cape | none (cape: blocks/cape.py)
+    position_origin: str = "end"  # end: slot = recency (SASRec's code) | start: slot = index (RecBole)
     norm_first: bool = True
     tie_embeddings: bool = True
     activation: str = "gelu"  # gelu | relu
@@ -45,6 +46,8 @@ class SASRecConfig:
             raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if self.positions not in ("learned", "cape", "learned+cape", "none"):
             raise ValueError(f"positions = {self.positions!r}; use learned, cape, learned+cape or none")
+        if self.position_origin not in ("end", "start"):
+            raise ValueError(f"position_origin = {self.position_origin!r}; use end or start")
         if self.activation not in ("gelu", "relu"):
             raise ValueError(f"activation = {self.activation!r}; use gelu or relu")
         if self.max_len < 1:
@@ -62,7 +65,7 @@ class SASRec(SequentialRecommender):
         cape = config.positions in ("cape", "learned+cape")
         self.positions = build_positions({"cape": "none", "learned+cape": "learned"}.get(config.positions,
                                                                                       config.positions),
-                                         config.max_len, d)
+                                         config.max_len, d, config.position_origin)
         self.emb_drop = Dropout(config.dropout)
         self.emb_norm = nn.LayerNorm(d) if config.embedding_norm else nn.Identity()
         attn_drop = config.dropout if config.attn_dropout < 0 else config.attn_dropout

@@ -53,6 +53,17 @@ class TrainResult:
     stopped: str = ""
 
 
+def scheduled_lr(cfg: TrainConfig, step: int, epoch_progress: float, time_progress: float) -> float:
+    """Learning rate after `step` optimiser steps; progress is the larger of epochs and budget used."""
+    if cfg.warmup_steps and step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, max(epoch_progress, time_progress))
+    shape = 1.0 - progress if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape)
+
+
 class Trainer:
     def __init__(self, model: SequentialRecommender, split: SplitData, cfg: TrainConfig,
                  eval_cfg: EvalConfig | None = None, run_dir: Path | None = None,
@@ -101,7 +112,7 @@ class Trainer:
             raise ConfigError(f"[train]: {e}") from None
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         batches = TrainBatches(self.split.train, self.split.train_times, model.max_len, cfg.batch_size,
-                               cfg.window, cfg.seed)
+                               cfg.window, cfg.seed, prefixes=cfg.prefix_augmentation)
         if batches.num_sequences() == 0:
             raise ConfigError("no training sequence has 2 or more items; the data is too short to train on")
 
@@ -123,6 +134,7 @@ class Trainer:
         deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
         result.stopped = f"reached {cfg.epochs} epochs"
         epoch = first_epoch - 1
+        step = (first_epoch - 1) * len(batches)
         for epoch in range(first_epoch, cfg.epochs + 1):
             model.train()
             total, n_batches, seen = 0.0, 0, 0
@@ -134,6 +146,11 @@ class Trainer:
                     loss = model.training_loss(batch, loss_fn)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                step += 1
+                lr = scheduled_lr(cfg, step, (epoch - 1 + n_batches / len(batches)) / cfg.epochs,
+                              (time.perf_counter() - start) / (deadline - start))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
