@@ -34,11 +34,10 @@ class TrainBatches:
         self.sequences = [sequences[i] for i in keep]
         self.times = [times[i] for i in keep] if times is not None else None
         self.prefixes = prefixes
-        # one example per (sequence, end): the prefix s[:end], predicting its last item
-        self.examples = (np.array([(i, end) for i, seq in enumerate(self.sequences) for end in range(2, len(seq) + 1)],
-                                  dtype=np.int64).reshape(-1, 2)
-                         if prefixes else
-                         np.array([(i, len(seq)) for i, seq in enumerate(self.sequences)], dtype=np.int64).reshape(-1, 2))
+        # one example per (sequence, end): the sequence cut at `end` (every prefix, or only the whole)
+        self.examples = np.array([(i, end) for i, seq in enumerate(self.sequences)
+                                  for end in (range(2, len(seq) + 1) if prefixes else (len(seq),))],
+                                 dtype=np.int64).reshape(-1, 2)
         self.max_len = max_len
         self.batch_size = batch_size
         self.window = window
@@ -55,7 +54,8 @@ class TrainBatches:
         span = self.max_len + 1
         if n <= span:
             return 0, n
-        end = n if self.window == "last" else int(self.rng.integers(span, n + 1))
+        # a prefix's end is its target, so it is never moved; a whole sequence may be cut anywhere
+        end = n if self.window == "last" or self.prefixes else int(self.rng.integers(span, n + 1))
         return end - span, end
 
     def _batches(self) -> list[np.ndarray]:
@@ -74,9 +74,7 @@ class TrainBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for idx in self._batches():
             rows, ends = self.examples[idx, 0], self.examples[idx, 1]
-            # a prefix is its own window (its end is the target); a whole sequence may be cut
-            windows = ([(max(0, int(end) - self.max_len - 1), int(end)) for end in ends] if self.prefixes
-                       else [self._window(int(end)) for end in ends])
+            windows = [self._window(int(end)) for end in ends]
             seqs = [self.sequences[i][a:b] for i, (a, b) in zip(rows, windows, strict=True)]
             length = max(len(s) for s in seqs) - 1
             targets = left_pad([s[1:] for s in seqs], length)
