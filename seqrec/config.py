@@ -69,6 +69,9 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on cuda
+    # bf16 autocast for training on CPU too (evaluation stays float32). About 2x faster where the
+    # CPU has AMX / AVX512-BF16 matrix units (benchmarks/RESULTS.md); slower on CPUs without them
+    cpu_amp: bool = False
     num_threads: int = 0  # 0 = torch default
     max_minutes: float | None = None  # wall-clock budget for training
     quiet: bool = False

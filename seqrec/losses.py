@@ -40,30 +40,54 @@ class NegativeSampler:
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
-    """Full-catalogue CE with a hand-written backward that reuses the logits buffer in place.
+    """Full-catalogue CE on CPU, computed in row chunks that stay in cache, logits never stored.
 
-    Autograd's log_softmax → nll_loss path allocates and fills several (P, N) tensors; this one
-    keeps a single one and turns it into the gradient (softmax − one-hot), which profiled at
-    ~40% less time per step on 2 cores for a 12k-item catalogue.
+    Autograd's log_softmax → nll_loss keeps several (P, N) tensors and streams each through
+    memory; at P × N ≈ 10^8 that traffic, not the matmuls, dominated a training step. Here the
+    forward keeps only each row's log-sum-exp and the backward recomputes one chunk of logits
+    at a time (one extra matmul, which is cheap) and turns it into softmax − one-hot in place.
+    Exact: the same loss and gradients as the plain formula (tests/test_losses.py). Measured on
+    this machine's CPU: 2.1x faster than a single (P, N) buffer at P = 8,192, N = 12,101.
     """
 
     @staticmethod
     def forward(ctx, hidden, items, targets):
-        logits = (hidden @ items.T).float()
-        logits[:, 0] = float("-inf")  # padding is never a class
-        lse = torch.logsumexp(logits, dim=1)
-        loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
-        ctx.save_for_backward(hidden, items, targets, logits, lse)
-        return loss
+        rows = _chunk_rows(items.shape[0])
+        lse = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+        target_logit = torch.empty_like(lse)
+        for start in range(0, len(targets), rows):
+            logits = _chunk_logits(hidden[start : start + rows], items)
+            lse[start : start + rows] = torch.logsumexp(logits, dim=1)
+            target_logit[start : start + rows] = logits.gather(1, targets[start : start + rows, None]).squeeze(1)
+        ctx.save_for_backward(hidden, items, targets, lse)
+        return (lse - target_logit).mean()
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, items, targets, logits, lse = ctx.saved_tensors
-        probs = logits.sub_(lse[:, None]).exp_()
-        probs[torch.arange(len(targets), device=probs.device), targets] -= 1.0
-        probs.mul_(grad / len(targets))
-        probs = probs.to(hidden.dtype)
-        return probs @ items, probs.T @ hidden, None
+        hidden, items, targets, lse = ctx.saved_tensors
+        rows = _chunk_rows(items.shape[0])
+        grad_hidden = torch.empty_like(hidden)
+        grad_items = torch.zeros(items.shape, dtype=torch.float32, device=items.device)
+        scale = grad / len(targets)
+        for start in range(0, len(targets), rows):
+            h = hidden[start : start + rows]
+            probs = _chunk_logits(h, items).sub_(lse[start : start + rows, None]).exp_()
+            probs[torch.arange(len(h), device=probs.device), targets[start : start + rows]] -= 1.0
+            probs = probs.mul_(scale).to(hidden.dtype)
+            grad_hidden[start : start + rows] = probs @ items
+            grad_items += (probs.T @ h).float()
+        return grad_hidden, grad_items.to(items.dtype), None
+
+
+def _chunk_rows(num_classes: int) -> int:
+    """Rows per chunk: ~2M logits (8 MB in float32), the best measured for 3k-12k classes."""
+    return max(32, min(1024, (1 << 21) // max(1, num_classes)))
+
+
+def _chunk_logits(hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    logits = (hidden @ items.T).float()
+    logits[:, 0] = float("-inf")  # padding is never a class
+    return logits
 
 
 class FullCrossEntropy(nn.Module):
@@ -72,6 +96,11 @@ class FullCrossEntropy(nn.Module):
             logits = (hidden @ items.T).float()
             logits[:, 0] = float("-inf")
             return F.cross_entropy(logits, targets)
+        if torch.is_autocast_enabled("cpu"):
+            # cast once here, so the forward and the hand-written backward use the same precision
+            dtype = torch.get_autocast_dtype("cpu")
+            with torch.autocast("cpu", enabled=False):
+                return _SoftmaxCrossEntropy.apply(hidden.to(dtype), items.to(dtype), targets)
         return _SoftmaxCrossEntropy.apply(hidden, items, targets)
 
 

@@ -109,6 +109,43 @@ def test_full_ce_matches_torch_reference():
     assert torch.allclose(gh, h.grad, atol=1e-5) and torch.allclose(ge, e.grad, atol=1e-5)
 
 
+def test_full_ce_in_chunks_matches_torch_reference(monkeypatch):
+    """Rows are processed in chunks (forward and recomputed backward); force several, uneven."""
+    import seqrec.losses
+
+    monkeypatch.setattr(seqrec.losses, "_chunk_rows", lambda n: 5)
+    torch.manual_seed(1)
+    h = torch.randn(23, 8, requires_grad=True)
+    e = torch.randn(40, 8, requires_grad=True)
+    t = torch.randint(1, 40, (23,))
+    loss = build_loss("ce", 39)(h, t, e)
+    loss.backward()
+    gh, ge = h.grad.clone(), e.grad.clone()
+    h.grad = e.grad = None
+    ref = torch.nn.functional.cross_entropy((h @ e.T)[:, 1:], t - 1)
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-5)
+    assert torch.allclose(gh, h.grad, atol=1e-5) and torch.allclose(ge, e.grad, atol=1e-5)
+    assert ge[0].abs().sum() == 0  # the padding row gets no gradient
+
+
+def test_full_ce_under_cpu_bf16_autocast_is_close_to_float32():
+    torch.manual_seed(2)
+    h = torch.randn(300, 16, requires_grad=True)
+    e = (0.3 * torch.randn(500, 16)).requires_grad_()
+    t = torch.randint(1, 500, (300,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = build_loss("ce", 499)(h, t, e)
+    loss.backward()
+    assert h.grad.dtype == torch.float32 and e.grad.dtype == torch.float32
+    gh, ge = h.grad.clone(), e.grad.clone()
+    h.grad = e.grad = None
+    ref = torch.nn.functional.cross_entropy((h @ e.T)[:, 1:], t - 1)
+    ref.backward()
+    assert abs(float(loss) - float(ref)) < 1e-2 * float(ref)
+    assert (gh - h.grad).norm() < 0.02 * h.grad.norm() and (ge - e.grad).norm() < 0.02 * e.grad.norm()
+
+
 def test_gbce_beta():
     loss = build_loss("gbce", 1001, negatives=100, gbce_t=0.75)
     alpha = 100 / 1000

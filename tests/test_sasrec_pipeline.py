@@ -53,6 +53,31 @@ def test_positions_counted_from_the_start_are_causally_consistent():
         SASRecConfig(position_origin="middle").validate()
 
 
+@pytest.mark.parametrize("name,extra", [
+    ("sasrec", {"norm_first": True}), ("sasrec", {"norm_first": False, "embedding_norm": True}),
+    ("sasrec", {"positions": "cape"}), ("mqsa_ted", {}), ("rearec", {}), ("hstu", {}), ("gru4rec", {"num_heads": None}),
+])
+def test_last_position_shortcut_matches_the_full_encoder(name, extra):
+    """encode_last (the final block computes only the last query) = encode(...)[:, -1], and a
+    prefix batch's loss through it equals the loss over the full encoder's last positions."""
+    from seqrec.models.registry import build_model, model_config_class
+
+    torch.manual_seed(0)
+    kwargs = {k: v for k, v in {"max_len": 10, "hidden_size": 16, "num_heads": 2, "dropout": 0.0, **extra}.items()
+              if v is not None}
+    cfg = model_config_class(name)(**kwargs)
+    model = build_model(name, cfg, num_items=30).eval()
+    items = torch.tensor([[0, 0, 0, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0, 9]])
+    full = model.encode({"items": items})
+    assert torch.allclose(model.encode_last({"items": items}), full[:, -1], atol=1e-5)
+    targets = torch.zeros_like(items)
+    targets[:, -1] = torch.tensor([8, 9, 10])
+    loss = FullCrossEntropy()
+    shortcut = model.training_loss({"items": items, "targets": targets}, loss)
+    if name not in ("mqsa_ted", "rearec"):  # these add their own terms to the next-item loss
+        assert torch.allclose(shortcut, loss(full[:, -1], targets[:, -1], model.item_embeddings()), atol=1e-5)
+
+
 def test_learning_rate_schedules(synthetic_config, tmp_path):
     from seqrec.config import TrainConfig
     from seqrec.train.trainer import scheduled_lr

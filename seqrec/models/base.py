@@ -39,9 +39,14 @@ class SequentialRecommender(nn.Module):
         """(num_items + 1, D); row 0 is padding and is never recommended."""
         raise NotImplementedError
 
+    def encode_last(self, batch: Batch) -> torch.Tensor:
+        """(B, D): the last position's hidden state only. Models that can skip the other
+        positions' work in their final layer override this (SASRec); the default encodes all."""
+        return self.encode(batch)[:, -1]
+
     def user_representation(self, batch: Batch) -> torch.Tensor:
         """(B, D): the hidden state that predicts the next item (the last position)."""
-        return self.encode(batch)[:, -1]
+        return self.encode_last(batch)
 
     def score(self, batch: Batch) -> torch.Tensor:
         """(B, num_items + 1) scores for the next item of each history."""
@@ -49,10 +54,12 @@ class SequentialRecommender(nn.Module):
 
     def training_loss(self, batch: Batch, loss: nn.Module) -> torch.Tensor:
         """Next-item loss over every non-padding position of the batch."""
-        hidden = self.encode(batch)
         targets = batch["targets"]
         mask = targets > 0
-        return loss(hidden[mask], targets[mask], self.item_embeddings())
+        if not mask[:, :-1].any():  # prefix batches: only the last position is a target
+            last = mask[:, -1]
+            return loss(self.encode_last(batch)[last], targets[:, -1][last], self.item_embeddings())
+        return loss(self.encode(batch)[mask], targets[mask], self.item_embeddings())
 
     def fit_statistics(self, train_sequences: list[np.ndarray]) -> None:
         """Count-based models fill their buffers here; neural models need nothing."""

@@ -93,11 +93,22 @@ class SASRec(SequentialRecommender):
         return x * valid, valid
 
     def encode(self, batch: Batch) -> torch.Tensor:
+        return self._encode(batch, last_only=False)
+
+    def encode_last(self, batch: Batch) -> torch.Tensor:
+        """The last position only: the final block skips every other query, which in prefix
+        training, evaluation and serving is work whose output nobody reads."""
+        if type(self).encode is not SASRec.encode:  # a subclass with its own encoder
+            return super().encode_last(batch)
+        return self._encode(batch, last_only=True)[:, -1]
+
+    def _encode(self, batch: Batch, last_only: bool) -> torch.Tensor:
         items = batch["items"]
         x, valid = self.embed(items)
         mask = attention_mask(items, causal=True)
-        for block in self.blocks:
-            x = block(x, mask) * valid
+        for i, block in enumerate(self.blocks):
+            final = last_only and i == len(self.blocks) - 1
+            x = block(x, mask, last_only=final) * (valid[:, -1:] if final else valid)
         return self.final_norm(x)
 
     def item_embeddings(self) -> torch.Tensor:

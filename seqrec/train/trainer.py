@@ -75,7 +75,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.log = log
         self.device = resolve_device(cfg.device)
-        self.autocast = cfg.amp and self.device.type == "cuda"
+        self.autocast = cfg.amp and self.device.type == "cuda"  # evaluation: cuda only
+        self.train_autocast = self.autocast or (cfg.cpu_amp and self.device.type == "cpu")
         metric = cfg.valid_metric.lower()
         k = int(metric.split("@")[1]) if "@" in metric else 10
         if k not in self.eval_cfg.ks:
@@ -142,7 +143,7 @@ class Trainer:
             bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch}", disable=cfg.quiet, leave=False)
             for batch in bar:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train_autocast):
                     loss = model.training_loss(batch, loss_fn)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -42,8 +42,18 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.logit_bias = logit_bias
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D), or (B, 1, D) for the last query alone when `last_only` (keys: all positions)."""
         b, length, d = x.shape
+        if last_only and self.logit_bias is None:
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], w[:d], bias[:d]).view(b, 1, self.heads, d // self.heads).transpose(1, 2)
+            k, v = F.linear(x, w[d:], bias[d:]).view(b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -1:],
+                                               dropout_p=self.dropout if self.training else 0.0)
+            return self.out(y.transpose(1, 2).reshape(b, 1, d))
+        if last_only:  # a content-dependent bias needs every query's logits
+            return self.forward(x, mask)[:, -1:]
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if self.logit_bias is not None:
             logits = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
@@ -82,9 +92,18 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(hidden)
         self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D); with `last_only`, (B, 1, D): only the last position's output, which is all a
+        final block needs for next-item scores (keys and values still come from every position)."""
+        attend = self._attend_last if last_only else self.attn
+        residual = x[:, -1:] if last_only else x
         if self.norm_first:
-            x = x + self.drop(self.attn(self.norm1(x), mask))
+            x = residual + self.drop(attend(self.norm1(x), mask))
             return x + self.drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, mask)))
+        x = self.norm1(residual + self.drop(attend(x, mask)))
         return self.norm2(x + self.drop(self.ff(x)))
+
+    def _attend_last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.attn, MultiHeadSelfAttention):
+            return self.attn(x, mask, last_only=True)
+        return self.attn(x, mask)[:, -1:]  # other attention modules (MQSA) compute every query
