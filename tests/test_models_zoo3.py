@@ -78,6 +78,27 @@ def test_rearec_reasoning_uses_extra_steps_and_reduces_to_sasrec():
         assert not torch.allclose(before, model.score({"items": ITEMS}))
 
 
+@pytest.mark.parametrize("method", ["erl", "prl"])
+def test_rearec_last_position_trajectory_matches_the_full_one(method):
+    """Prefix batches reason from the last position only (the item pass's final block computes
+    only the last query); every step must equal the full trajectory's last position."""
+    torch.manual_seed(0)
+    model = ReaRec(ReaRecConfig(max_len=10, hidden_size=16, num_heads=2, dropout=0.0, method=method,
+                                reasoning_steps=3), num_items=30).eval()
+    batch = {"items": torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])}
+    full, _ = model.trajectory(batch)
+    last, _ = model.trajectory(batch, last_only=True)
+    assert len(full) == len(last) == 4
+    for f, o in zip(full, last, strict=True):
+        assert o.shape == (2, 1, 16) and torch.allclose(o[:, 0], f[:, -1], atol=1e-5)
+    targets = torch.zeros_like(batch["items"])
+    targets[:, -1] = torch.tensor([7, 8])
+    model.train()
+    loss = model.training_loss({**batch, "targets": targets}, FullCrossEntropy())
+    loss.backward()
+    assert torch.isfinite(loss) and model.reason_pos.weight.grad is not None
+
+
 def test_mqsa_window_mean_and_transition_statistics():
     x = torch.arange(1.0, 7.0).view(1, 1, 6, 1)
     valid = torch.tensor([[False, False, True, True, True, True]])

@@ -70,6 +70,9 @@ def test_last_position_shortcut_matches_the_full_encoder(name, extra):
     items = torch.tensor([[0, 0, 0, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0, 9]])
     full = model.encode({"items": items})
     assert torch.allclose(model.encode_last({"items": items}), full[:, -1], atol=1e-5)
+    if name == "hstu":  # with the relative-time bias as well
+        timed = {"items": items, "timestamps": torch.arange(21, dtype=torch.float64).view(3, 7) ** 3}
+        assert torch.allclose(model.encode_last(timed), model.encode(timed)[:, -1], atol=1e-5)
     targets = torch.zeros_like(items)
     targets[:, -1] = torch.tensor([8, 9, 10])
     loss = FullCrossEntropy()

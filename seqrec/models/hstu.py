@@ -87,6 +87,13 @@ class HSTU(SequentialRecommender):
         init_normal(self, config.init_std)
 
     def encode(self, batch: Batch) -> torch.Tensor:
+        return self._encode(batch, last_only=False)
+
+    def encode_last(self, batch: Batch) -> torch.Tensor:
+        """The last position only: the final layer skips every other query."""
+        return self._encode(batch, last_only=True)[:, -1]
+
+    def _encode(self, batch: Batch, last_only: bool) -> torch.Tensor:
         items = batch["items"]
         x = self.item_emb(items)
         if self.config.scale_embeddings:
@@ -95,8 +102,9 @@ class HSTU(SequentialRecommender):
         x = self.emb_drop(x + self.positions(items)) * valid
         mask = causal_valid_mask(items)
         bias = self.rel_bias(items.shape[1], batch.get("timestamps"), items.device)
-        for layer in self.layers:
-            x = layer(x, mask, bias) * valid
+        for i, layer in enumerate(self.layers):
+            final = last_only and i == len(self.layers) - 1
+            x = layer(x, mask, bias, last_only=final) * (valid[:, -1:] if final else valid)
         if self.config.l2_norm:
             x = F.normalize(x, dim=-1) / self.config.temperature
         return x

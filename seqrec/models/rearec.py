@@ -94,14 +94,16 @@ class ReaRec(SASRec):
 
     # --- the reasoning trajectory -------------------------------------------------------------
 
-    def _item_pass(self, items: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """SASRec's causal pass; returns the last residual stream and each block's item keys/values."""
+    def _item_pass(self, items: torch.Tensor, last_only: bool = False) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """SASRec's causal pass; returns the last residual stream (every position, or the last
+        one only: the final block then skips the other queries) and each block's item keys/values."""
         x, valid = self.embed(items)
         mask = attention_mask(items, causal=True)
         caches = []
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             caches.append(self._keys_values(block, x))
-            x = block(x, mask) * valid
+            final = last_only and i == len(self.blocks) - 1
+            x = block(x, mask, last_only=final) * (valid[:, -1:] if final else valid)
         return x, caches
 
     def _keys_values(self, block: TransformerBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +152,7 @@ class ReaRec(SASRec):
         """
         items = batch["items"]
         if _state is None:
-            x, caches = self._item_pass(items)
+            x, caches = self._item_pass(items, last_only)
             _state = (x, caches)
         x, caches = _state
         mask = attention_mask(items, causal=True)  # (B, 1, L, L)
@@ -192,9 +194,13 @@ class ReaRec(SASRec):
         cfg = self.config
         targets = batch["targets"]
         mask = targets > 0
+        last_only = not mask[:, :-1].any()  # prefix batches: reason from the last position only
+        if last_only:
+            mask = mask[:, -1:]
+            targets = targets[:, -1:]
         tgt = targets[mask]
         table = self.item_embeddings()
-        outputs, state = self.trajectory(batch)
+        outputs, state = self.trajectory(batch, last_only=last_only)
         hidden = [o[mask] for o in outputs]
         steps = len(hidden)
         if cfg.method == "erl":
@@ -207,7 +213,7 @@ class ReaRec(SASRec):
             tau = cfg.temperature * cfg.temp_scale ** (steps - 1 - k)
             total = total + cfg.pl_weight * loss(hidden[k] / tau, tgt, table)
         if cfg.cl_weight > 0 and cfg.noise_factor > 0 and steps > 1:
-            noisy, _ = self.trajectory(batch, noise=cfg.noise_factor, _state=state)
+            noisy, _ = self.trajectory(batch, last_only=last_only, noise=cfg.noise_factor, _state=state)
             labels = torch.arange(len(tgt), device=tgt.device)
             cl = sum(F.cross_entropy((n[mask] @ h.T).float() / cfg.temperature, labels)
                      for n, h in zip(noisy[1:], hidden[1:], strict=True))

@@ -109,11 +109,16 @@ class HSTULayer(nn.Module):
         self.drop = Dropout(dropout)
         self.attn_dropout = attn_dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None,
+                last_only: bool = False) -> torch.Tensor:
+        """(B, L, D); with `last_only` (B, 1, D): the last query alone, over every key."""
         b, length, _ = x.shape
         h, dl, da = self.heads, self.linear_dim, self.attention_dim
         u, v, q, k = torch.split(F.silu(self.uvqk(self.norm_in(x))), [h * dl, h * dl, h * da, h * da], dim=-1)
-        q = q.view(b, length, h, da).transpose(1, 2)
+        if last_only:
+            x, u, q, mask = x[:, -1:], u[:, -1:], q[:, -1:], mask[:, :, -1:]
+            bias = bias[:, :, -1:] if bias is not None else None
+        q = q.view(b, q.shape[1], h, da).transpose(1, 2)
         k = k.view(b, length, h, da).transpose(1, 2)
         v = v.view(b, length, h, dl).transpose(1, 2)
         attn = hstu_attention(q, k, v, bias, mask, float(self.max_len), self.attn_dropout, self.training)
