@@ -16,6 +16,7 @@ variant alike; the ratios are the result, the absolute times depend on the machi
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from contextlib import nullcontext
 
@@ -56,7 +57,7 @@ def main() -> None:
     chunked = build_loss("ce", data.vocab.num_items)
     batches = TrainBatches(data.split.train, None, model.max_len, cfg.train.batch_size, cfg.train.window,
                            cfg.train.seed, prefixes=cfg.train.prefix_augmentation)
-    rounds = [b for _, b in zip(range(args.steps + 2), batches)]
+    rounds = list(itertools.islice(batches, args.steps + 2))
 
     def full_encoder_loss(batch, loss):
         mask = batch["targets"] > 0
