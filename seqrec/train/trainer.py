@@ -159,12 +159,16 @@ class Trainer:
                 n_batches += 1
                 seen += batch["items"].shape[0]
                 if n_batches % 10 == 0:
-                    bar.set_postfix(loss=f"{total / n_batches:.4f}", seq_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                    bar.set_postfix(loss=f"{total / n_batches:.4f}", examples_s=f"{seen / (time.perf_counter() - t0):.0f}")
                 if time.perf_counter() > deadline:
                     break
             epoch_time = time.perf_counter() - t0
+            # sequences: users' training sequences covered per second, comparable with and without
+            # prefix augmentation; examples: batch rows (prefixes, when augmented) per second
+            covered = batches.num_sequences() * n_batches / max(1, len(batches))
             row = {"epoch": epoch, "loss": total / max(1, n_batches), "epoch_seconds": epoch_time,
-                   "sequences_per_second": seen / max(epoch_time, 1e-9)}
+                   "sequences_per_second": covered / max(epoch_time, 1e-9),
+                   "examples_per_second": seen / max(epoch_time, 1e-9)}
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or time.perf_counter() > deadline:
                 valid = self.validate()
                 row.update(valid)
