@@ -120,6 +120,17 @@ def test_mqsa_window_mean_and_transition_statistics():
     assert model.distillation_loss(torch.tensor([[1, 2]])) < before - 0.5
 
 
+def test_mqsa_distils_only_the_newest_item_of_each_prefix(monkeypatch):
+    model = MQSATED(MQSATEDConfig(**SMALL, num_heads=2), 30)
+    seen = []
+    monkeypatch.setattr(model, "distillation_loss", lambda items: seen.append(items) or torch.tensor(0.0))
+    items = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])
+    prefix_targets = torch.tensor([[0, 0, 0, 6], [0, 0, 0, 10]])
+    model.training_loss({"items": items, "targets": prefix_targets}, FullCrossEntropy())
+    model.training_loss({"items": items, "targets": torch.roll(items, -1, 1)}, FullCrossEntropy())
+    assert seen[0].tolist() == [5, 9] and seen[1].tolist() == items.tolist()
+
+
 def test_comirec_topk_diversity_control():
     torch.manual_seed(0)
     model = ComiRec(ComiRecConfig(**SMALL, num_interests=4), 60).eval()
