@@ -56,13 +56,19 @@ class SequentialRecommender(nn.Module):
         """Next-item loss over every non-padding position of the batch."""
         targets = batch["targets"]
         mask = targets > 0
-        if not mask[:, :-1].any():  # prefix batches: only the last position is a target
+        if only_last_targets(targets):
             last = mask[:, -1]
             return loss(self.encode_last(batch)[last], targets[:, -1][last], self.item_embeddings())
         return loss(self.encode(batch)[mask], targets[mask], self.item_embeddings())
 
     def fit_statistics(self, train_sequences: list[np.ndarray]) -> None:
         """Count-based models fill their buffers here; neural models need nothing."""
+
+
+def only_last_targets(targets: torch.Tensor) -> bool:
+    """True for a prefix-augmented batch: no position but the last has a target, so a model may
+    compute the last position only (`encode_last`)."""
+    return not (targets[:, :-1] > 0).any()
 
 
 def padding_mask(items: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrec.models.base import Batch
+from seqrec.models.base import Batch, only_last_targets
 from seqrec.models.blocks.init import init_normal
 from seqrec.models.sasrec import SASRec, SASRecConfig
 
@@ -168,7 +168,7 @@ class MQSATED(SASRec):
         total = super().training_loss(batch, loss)
         if self.config.ted_weight > 0:
             items = batch["items"]
-            if not (batch["targets"][:, :-1] > 0).any():
+            if only_last_targets(batch["targets"]):
                 # prefix batches: distil each prefix's newest item only. A user's items then get
                 # distilled once per epoch, as without prefixes, instead of once per prefix that
                 # contains them (which made the term ~6x the cost of the rest on Beauty)

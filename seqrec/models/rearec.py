@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrec.models.base import Batch
+from seqrec.models.base import Batch, only_last_targets
 from seqrec.models.blocks.attention import TransformerBlock, attention_mask
 from seqrec.models.blocks.dropout import Dropout
 from seqrec.models.blocks.init import init_normal
@@ -194,7 +194,7 @@ class ReaRec(SASRec):
         cfg = self.config
         targets = batch["targets"]
         mask = targets > 0
-        last_only = not mask[:, :-1].any()  # prefix batches: reason from the last position only
+        last_only = only_last_targets(targets)  # prefix batches: reason from the last position only
         if last_only:
             mask = mask[:, -1:]
             targets = targets[:, -1:]
