@@ -14,11 +14,11 @@ from seqrec.pipeline import evaluate_run, train
 from seqrec.recommender import Recommender
 
 
-@pytest.mark.parametrize("norm_first,tie", [(True, True), (False, False)])
-def test_sasrec_shapes_and_no_future_leak(norm_first, tie):
+@pytest.mark.parametrize("norm_first,tie,from_norm", [(True, True, False), (False, False, False), (True, True, True)])
+def test_sasrec_shapes_and_no_future_leak(norm_first, tie, from_norm):
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(max_len=10, hidden_size=16, num_heads=2, dropout=0.0, norm_first=norm_first,
-                                tie_embeddings=tie), num_items=30).eval()
+                                tie_embeddings=tie, residual_from_norm=from_norm), num_items=30).eval()
     items = torch.tensor([[0, 0, 0, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]])
     h = model.encode({"items": items})
     assert h.shape == (2, 7, 16) and torch.isfinite(h).all()
@@ -34,6 +34,28 @@ def test_sasrec_shapes_and_no_future_leak(norm_first, tie):
     loss = model.training_loss({"items": items, "targets": torch.roll(items, -1, 1)}, FullCrossEntropy())
     loss.backward()
     assert model.item_emb.weight.grad is not None
+
+
+def test_original_code_layout_is_the_written_formula():
+    """residual_from_norm: q = LN1(x); x = q + Attn(queries q, keys/values x); h = LN2(x); h + FF(h)."""
+    from seqrec.models.blocks.attention import TransformerBlock, attention_mask
+
+    torch.manual_seed(0)
+    block = TransformerBlock(8, 2, 8, 0.0, 0.0, norm_first=True, activation="relu", residual_from_norm=True).eval()
+    items = torch.tensor([[0, 3, 4, 5, 6]])
+    x, mask = torch.randn(1, 5, 8), attention_mask(items, causal=True)
+    q = block.norm1(x)
+    w, b = block.attn.qkv.weight, block.attn.qkv.bias
+    qh = (q @ w[:8].T + b[:8]).view(1, 5, 2, 4).transpose(1, 2)
+    kh, vh = ((x @ w[8:16].T + b[8:16]).view(1, 5, 2, 4).transpose(1, 2),
+              (x @ w[16:].T + b[16:]).view(1, 5, 2, 4).transpose(1, 2))
+    logits = (qh @ kh.transpose(-1, -2) / 2.0).masked_fill(~mask, float("-inf"))
+    attn = block.attn.out((logits.softmax(-1) @ vh).transpose(1, 2).reshape(1, 5, 8))
+    h = block.norm2(q + attn)
+    assert torch.allclose(block(x, mask), h + block.ff(h), atol=1e-5)
+    assert torch.allclose(block(x, mask, last_only=True), (h + block.ff(h))[:, -1:], atol=1e-5)
+    with pytest.raises(ValueError, match="norm_first"):
+        SASRecConfig(norm_first=False, residual_from_norm=True).validate()
 
 
 def test_positions_counted_from_the_start_are_causally_consistent():
@@ -55,6 +77,7 @@ def test_positions_counted_from_the_start_are_causally_consistent():
 
 @pytest.mark.parametrize("name,extra", [
     ("sasrec", {"norm_first": True}), ("sasrec", {"norm_first": False, "embedding_norm": True}),
+    ("sasrec", {"residual_from_norm": True}),
     ("sasrec", {"positions": "cape"}), ("mqsa_ted", {}), ("rearec", {}), ("hstu", {}), ("gru4rec", {"num_heads": None}),
 ])
 def test_last_position_shortcut_matches_the_full_encoder(name, extra):

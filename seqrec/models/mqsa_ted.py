@@ -45,6 +45,8 @@ class MQSATEDConfig(SASRecConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.residual_from_norm:
+            raise ValueError("multi-query attention do not implement residual_from_norm; use norm_first = true or false")
         if self.positions == "cape":
             raise ValueError("multi-query attention does not implement CAPE; use positions = learned or none")
         if self.long_window < 0 or self.short_window < 1:

@@ -1,7 +1,8 @@
 """SASRec (Kang & McAuley, ICDM 2018): a causal transformer over the item sequence.
 
 Choices beyond the paper, each a config switch because follow-up work showed they matter:
-pre-norm (default) or the paper's post-norm; tied (default) or separate output embeddings;
+pre-norm (default), the post-norm of the 2017 transformer, or the original code's
+pre-norm variant (`residual_from_norm`); tied (default) or separate output embeddings;
 GELU (default) or the paper's ReLU; the loss (BCE in the paper, full CE for "SASRec+",
 sampled softmax, gBCE) is chosen in [train], not here.
 """
@@ -34,6 +35,9 @@ class SASRecConfig:
     positions: str = "learned"  # learned | cape | learned+cape | none (cape: blocks/cape.py)
     position_origin: str = "end"  # end: slot = recency (SASRec's code) | start: slot = index (RecBole)
     norm_first: bool = True
+    # the original code's layout (pre-norm with the queries alone normalised and residuals from
+    # the normalised input; blocks/attention.py TransformerBlock); needs norm_first = true
+    residual_from_norm: bool = False
     tie_embeddings: bool = True
     activation: str = "gelu"  # gelu | relu
     scale_embeddings: bool = False  # multiply item embeddings by sqrt(hidden), as in the paper's code
@@ -52,6 +56,8 @@ class SASRecConfig:
             raise ValueError(f"activation = {self.activation!r}; use gelu or relu")
         if self.max_len < 1:
             raise ValueError("max_len must be at least 1")
+        if self.residual_from_norm and not self.norm_first:
+            raise ValueError("residual_from_norm = true is a pre-norm layout; set norm_first = true with it")
 
 
 class SASRec(SequentialRecommender):
@@ -73,7 +79,8 @@ class SASRec(SequentialRecommender):
             TransformerBlock(d, config.num_heads, config.ff_size or 4 * d, config.dropout, attn_drop,
                              config.norm_first, config.activation,
                              CAPE(d // config.num_heads, config.max_len + 1) if cape else None,
-                             inner_dropout=config.ff_inner_dropout)
+                             inner_dropout=config.ff_inner_dropout,
+                             residual_from_norm=config.residual_from_norm)
             for _ in range(config.num_blocks)
         )
         self.final_norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()

@@ -44,19 +44,30 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
         self.logit_bias = logit_bias
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """(B, L, D), or (B, 1, D) for the last query alone when `last_only` (keys: all positions)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D), or (B, 1, D) for the last query alone when `last_only` (keys: all positions).
+
+        `keys` (optional, (B, L, D)) is what keys and values are computed from, when it differs
+        from the queries' input (the original SASRec code normalises the queries only).
+        """
         b, length, d = x.shape
         if last_only and self.logit_bias is None:
             w, bias = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, -1:], w[:d], bias[:d]).view(b, 1, self.heads, d // self.heads).transpose(1, 2)
-            k, v = F.linear(x, w[d:], bias[d:]).view(b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            k, v = F.linear(x if keys is None else keys, w[d:], bias[d:]).view(
+                b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -1:],
                                                dropout_p=self.dropout if self.training else 0.0)
             return self.out(y.transpose(1, 2).reshape(b, 1, d))
         if last_only:  # a content-dependent bias needs every query's logits
-            return self.forward(x, mask)[:, -1:]
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            return self.forward(x, mask, keys=keys)[:, -1:]
+        if keys is None:
+            q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        else:
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, w[:d], bias[:d]).view(b, length, self.heads, d // self.heads).transpose(1, 2)
+            k, v = F.linear(keys, w[d:], bias[d:]).view(b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if self.logit_bias is not None:
             logits = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
             bias = self.logit_bias(q, logits, mask)
@@ -81,13 +92,23 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Attention + feed-forward with residuals; pre-norm (stable) or post-norm (the 2017 layout)."""
+    """Attention + feed-forward with residuals; pre-norm (stable) or post-norm (the 2017 layout).
+
+    `residual_from_norm` (with pre-norm) is the layout of the original SASRec code (Kang's
+    TensorFlow and the pmixer PyTorch port that Klenitskiy & Vasilev build on): the queries are
+    normalised but keys and values are not, and each residual starts from the normalised input,
+    so the stream is re-normalised at every sub-layer: q = LN1(x); x = q + Attn(q, x);
+    h = LN2(x); out = h + FF(h).
+    """
 
     def __init__(self, hidden: int, heads: int, inner: int, dropout: float, attn_dropout: float,
                  norm_first: bool = True, activation: str = "gelu", logit_bias: nn.Module | None = None,
-                 inner_dropout: bool = True):
+                 inner_dropout: bool = True, residual_from_norm: bool = False):
         super().__init__()
+        if residual_from_norm and not norm_first:
+            raise ValueError("residual_from_norm is a pre-norm layout; set norm_first = true with it")
         self.norm_first = norm_first
+        self.residual_from_norm = residual_from_norm
         self.attn = MultiHeadSelfAttention(hidden, heads, attn_dropout, logit_bias)
         self.ff = FeedForward(hidden, inner, dropout, activation, inner_dropout)
         self.norm1 = nn.LayerNorm(hidden)
@@ -99,13 +120,18 @@ class TransformerBlock(nn.Module):
         final block needs for next-item scores (keys and values still come from every position)."""
         attend = self._attend_last if last_only else self.attn
         residual = x[:, -1:] if last_only else x
+        if self.residual_from_norm:
+            q = self.norm1(x)
+            x = (q[:, -1:] if last_only else q) + self.drop(attend(q, mask, keys=x))
+            h = self.norm2(x)
+            return h + self.drop(self.ff(h))
         if self.norm_first:
             x = residual + self.drop(attend(self.norm1(x), mask))
             return x + self.drop(self.ff(self.norm2(x)))
         x = self.norm1(residual + self.drop(attend(x, mask)))
         return self.norm2(x + self.drop(self.ff(x)))
 
-    def _attend_last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _attend_last(self, x: torch.Tensor, mask: torch.Tensor, **kw) -> torch.Tensor:
         if getattr(self.attn, "supports_last_only", False):
-            return self.attn(x, mask, last_only=True)
-        return self.attn(x, mask)[:, -1:]  # an attention module without the shortcut
+            return self.attn(x, mask, last_only=True, **kw)
+        return self.attn(x, mask, **kw)[:, -1:]  # an attention module without the shortcut
