@@ -10,6 +10,7 @@ epoch (`metrics.json`); the difference column is the mean of the per-seed differ
 
 from __future__ import annotations
 
+import glob
 import json
 import statistics
 import sys
@@ -40,9 +41,13 @@ def main(argv: list[str]) -> None:
             label, arg = arg.split("=", 1)
         if label is None:
             raise SystemExit("the first argument must be label=run_dir")
-        run = Path(arg)
-        if (run / "metrics.json").exists():
-            groups.setdefault(label, []).append(load(run))
+        # `label=/runs/x-s*` is one word the shell does not expand, so expand it here
+        runs = [Path(r) for r in sorted(glob.glob(arg))] if glob.has_magic(arg) else [Path(arg)]
+        for run in runs:
+            if (run / "metrics.json").exists():
+                groups.setdefault(label, []).append(load(run))
+            else:
+                print(f"skipped {run}: no metrics.json (unfinished run?)", file=sys.stderr)
     if not groups:
         raise SystemExit("no finished runs (metrics.json) among the arguments")
     base_label = next(iter(groups))
