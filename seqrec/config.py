@@ -70,7 +70,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on cuda
     # bf16 autocast for training on CPU too (evaluation stays float32). Training steps measured
-    # 1.2-1.3x faster on a CPU with AMX / AVX512-BF16 (benchmarks/RESULTS.md); likely slower without
+    # 1.2-1.3x faster on an Intel Xeon with AMX, 1.5x on an AMD EPYC with AVX512-BF16
+    # (benchmarks/RESULTS.md); likely slower on CPUs without bf16 instructions
     cpu_amp: bool = False
     num_threads: int = 0  # 0 = torch default
     max_minutes: float | None = None  # wall-clock budget for training

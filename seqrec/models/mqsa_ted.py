@@ -46,7 +46,7 @@ class MQSATEDConfig(SASRecConfig):
     def validate(self) -> None:
         super().validate()
         if self.residual_from_norm:
-            raise ValueError("multi-query attention do not implement residual_from_norm; use norm_first = true or false")
+            raise ValueError("multi-query attention does not implement residual_from_norm; set residual_from_norm = false")
         if self.positions == "cape":
             raise ValueError("multi-query attention does not implement CAPE; use positions = learned or none")
         if self.long_window < 0 or self.short_window < 1:

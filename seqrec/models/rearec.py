@@ -67,7 +67,7 @@ class ReaRecConfig(SASRecConfig):
     def validate(self) -> None:
         super().validate()
         if self.residual_from_norm:
-            raise ValueError("ReaRec's reasoning blocks do not implement residual_from_norm; use norm_first = true or false")
+            raise ValueError("ReaRec's reasoning blocks do not implement residual_from_norm; set residual_from_norm = false")
         if self.positions == "cape":
             raise ValueError("ReaRec's reasoning attention does not implement CAPE; use positions = learned or none")
         if self.method not in ("erl", "prl"):

@@ -53,27 +53,31 @@ class MultiHeadSelfAttention(nn.Module):
         """
         b, length, d = x.shape
         if last_only and self.logit_bias is None:
-            w, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[:, -1:], w[:d], bias[:d]).view(b, 1, self.heads, d // self.heads).transpose(1, 2)
-            k, v = F.linear(x if keys is None else keys, w[d:], bias[d:]).view(
-                b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = self._project(x[:, -1:], x if keys is None else keys)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -1:],
                                                dropout_p=self.dropout if self.training else 0.0)
             return self.out(y.transpose(1, 2).reshape(b, 1, d))
         if last_only:  # a content-dependent bias needs every query's logits
             return self.forward(x, mask, keys=keys)[:, -1:]
-        if keys is None:
+        if keys is None:  # one fused projection
             q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         else:
-            w, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(x, w[:d], bias[:d]).view(b, length, self.heads, d // self.heads).transpose(1, 2)
-            k, v = F.linear(keys, w[d:], bias[d:]).view(b, length, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = self._project(x, keys)
         if self.logit_bias is not None:
             logits = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
             bias = self.logit_bias(q, logits, mask)
             mask = bias.masked_fill(~mask, float("-inf"))  # a float mask is added to the logits
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, length, d))
+
+    def _project(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Q from `queries` (B, Lq, D), K and V from `keys` (B, L, D), with the fused qkv weights;
+        each (B, H, ·, D/H)."""
+        b, d, dh = queries.shape[0], queries.shape[2], queries.shape[2] // self.heads
+        w, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(queries, w[:d], bias[:d]).view(b, -1, self.heads, dh).transpose(1, 2)
+        k, v = F.linear(keys, w[d:], bias[d:]).view(b, keys.shape[1], 2, self.heads, dh).permute(2, 0, 3, 1, 4)
+        return q, k, v
 
 
 class FeedForward(nn.Module):
@@ -119,12 +123,12 @@ class TransformerBlock(nn.Module):
         """(B, L, D); with `last_only`, (B, 1, D): only the last position's output, which is all a
         final block needs for next-item scores (keys and values still come from every position)."""
         attend = self._attend_last if last_only else self.attn
-        residual = x[:, -1:] if last_only else x
         if self.residual_from_norm:
             q = self.norm1(x)
             x = (q[:, -1:] if last_only else q) + self.drop(attend(q, mask, keys=x))
             h = self.norm2(x)
             return h + self.drop(self.ff(h))
+        residual = x[:, -1:] if last_only else x
         if self.norm_first:
             x = residual + self.drop(attend(self.norm1(x), mask))
             return x + self.drop(self.ff(self.norm2(x)))
