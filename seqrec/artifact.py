@@ -6,6 +6,7 @@
     vocab.parquet       internal id ⇄ external item id
     histories.parquet   every known user's full chronological history (internal ids)
     metrics.json        validation curve, best epoch, test metrics, wall time
+    test_ranks.parquet  each test user's target and its rank, for paired comparisons (`seqrec compare`)
     train.log           what training printed
 """
 
@@ -73,6 +74,26 @@ def save_run(run_dir: Path, config: ExperimentConfig, model: SequentialRecommend
     vocab.save(run_dir / "vocab.parquet")
     histories.save(run_dir / "histories.parquet")
     write_metrics(run_dir, metrics)
+
+
+TEST_RANKS_FILE = "test_ranks.parquet"
+
+
+def save_test_ranks(run_dir: Path, users: list[str], targets: list[str], ranks: np.ndarray, mask_seen: bool) -> None:
+    """Per-user test ranks (inf = the target was masked as seen), keyed by external ids so that two
+    runs on the same data can be paired user by user whatever their internal ids."""
+    pl.DataFrame({"user": [str(u) for u in users], "target": [str(t) for t in targets],
+                  "rank": np.asarray(ranks, dtype=np.float64), "mask_seen": [bool(mask_seen)] * len(users)},
+                 schema={"user": pl.Utf8, "target": pl.Utf8, "rank": pl.Float64, "mask_seen": pl.Boolean},
+                 ).write_parquet(run_dir / TEST_RANKS_FILE)
+
+
+def load_test_ranks(run_dir: str | Path) -> pl.DataFrame:
+    path = Path(run_dir) / TEST_RANKS_FILE
+    if not path.exists():
+        raise ArtifactError(f"{run_dir} has no {TEST_RANKS_FILE} (runs trained before it existed do not); "
+                            f"write it with `seqrec evaluate {run_dir}`")
+    return pl.read_parquet(path)
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:

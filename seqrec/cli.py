@@ -41,7 +41,8 @@ def cmd_evaluate(args) -> None:
 
     ks = [int(k) for k in _csv_list(args.ks)] if args.ks else None
     result = evaluate_run(args.run, device=args.device, sampled=args.sampled or None,
-                          mask_seen=False if args.no_mask_seen else None, ks=ks)
+                          mask_seen=False if args.no_mask_seen else None, ks=ks,
+                          save_ranks=not args.no_mask_seen)  # the run's ranks stay the default evaluation's
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -51,6 +52,13 @@ def cmd_evaluate(args) -> None:
             print(f"test (SAMPLED, {result['test_sampled']['sampled_candidates']} negatives; not comparable "
                   "with full ranking) " + format_metrics(result["test_sampled"]))
     save_evaluation(Path(args.run), result)
+
+
+def cmd_compare(args) -> None:
+    from seqrec.evaluate.compare import compare_runs, format_comparison
+
+    result = compare_runs(args.run_a, args.run_b, _csv_list(args.metrics))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_comparison(result, args.run_a, args.run_b))
 
 
 def cmd_recommend(args) -> None:
@@ -116,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="paired test of two runs on the same test users (is B better than A?)")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.add_argument("--metrics", default="hr@10,ndcg@10,mrr@10", help="comma-separated, e.g. ndcg@10,hr@20")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("recommend", help="next items for a known user or a history")
     r.add_argument("run")

@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec.artifact import Histories, LoadedRun, load_run, save_run, write_metrics
+from seqrec.artifact import Histories, LoadedRun, load_run, save_run, save_test_ranks, write_metrics
 from seqrec.config import ExperimentConfig, load_config
 from seqrec.data.io import read_interactions
 from seqrec.data.preprocess import PreprocessSummary, preprocess
 from seqrec.data.split import SplitData, split_sequences
 from seqrec.data.vocab import Sequences, Vocab, build_sequences
 from seqrec.errors import ConfigError
-from seqrec.evaluate.ranking import evaluate
+from seqrec.evaluate.metrics import standard_errors
+from seqrec.evaluate.ranking import evaluate, evaluate_with_ranks
 from seqrec.models.registry import build_model
 from seqrec.train.trainer import Trainer, resolve_device
 
@@ -69,13 +70,22 @@ def _eval_kwargs(cfg: ExperimentConfig, device, split: SplitData) -> dict:
                 autocast=cfg.train.amp and device.type == "cuda", item_counts=split.item_counts())
 
 
-def test_metrics(cfg: ExperimentConfig, model, split: SplitData, device) -> dict:
+def test_metrics(cfg: ExperimentConfig, model, split: SplitData, device) -> tuple[dict, np.ndarray]:
+    """Test metrics (full ranking, plus sampled when asked), their standard errors over users, and
+    each test user's rank."""
     kw = _eval_kwargs(cfg, device, split)
-    out = {"test": evaluate(model, split.test, **kw)}
+    full, ranks = evaluate_with_ranks(model, split.test, **kw)
+    out = {"test": full, "test_se": standard_errors(ranks, cfg.eval.ks)}
     if cfg.eval.sampled:
         out["test_sampled"] = evaluate(model, split.test, sampled=True, num_sampled=cfg.eval.num_sampled,
                                        sampled_strategy=cfg.eval.sampled_strategy, **kw)
-    return out
+    return out, ranks
+
+
+def _save_ranks(run_dir: Path, cfg: ExperimentConfig, split: SplitData, users: list[str], vocab: Vocab,
+                ranks: np.ndarray) -> None:
+    save_test_ranks(run_dir, [users[i] for i in split.test.users], vocab.decode(split.test.targets), ranks,
+                    cfg.eval.mask_seen)
 
 
 def train(config: ExperimentConfig | str | Path, data_dir: str | Path | None = None, runs_dir: str | Path = "runs",
@@ -111,18 +121,22 @@ def train(config: ExperimentConfig | str | Path, data_dir: str | Path | None = N
         trainer = Trainer(model, data.split, cfg.train, cfg.eval, run_dir, tee)
         result = trainer.fit(resume=bool(resume))
         device = trainer.device
+        tested, ranks = test_metrics(cfg, model, data.split, device)
         metrics = {
             "model": cfg.model_name, "parameters": params, "best_epoch": result.best_epoch,
             "stopped": result.stopped, "train_seconds": result.train_seconds, "epochs_run": result.epochs_run,
-            "valid": result.best_valid, **test_metrics(cfg, model, data.split, device),
+            "valid": result.best_valid, **tested,
             "history": result.history, "data": data.summary.to_dict(),
             "split": {k: (v if isinstance(v, int | float | str) else str(v)) for k, v in data.split.notes.items()},
             "device": str(device), "torch_threads": torch.get_num_threads(),
             "total_seconds": time.perf_counter() - t0,
         }
         save_run(run_dir, cfg, model, data.vocab, Histories.from_sequences(data.sequences), metrics)
+        _save_ranks(run_dir, cfg, data.split, data.sequences.users, data.vocab, ranks)
         (run_dir / "train_state.pt").unlink(missing_ok=True)
         tee("test " + format_metrics(metrics["test"]))
+        if metrics["test_se"]:
+            tee("standard errors over test users: " + format_metrics(metrics["test_se"], ("hr@10", "ndcg@10")))
         if "test_sampled" in metrics:
             tee("test (SAMPLED, not comparable with full ranking) " + format_metrics(metrics["test_sampled"]))
         tee(f"run saved to {run_dir}")
@@ -145,8 +159,9 @@ def sequences_from_histories(h: Histories) -> Sequences:
 
 
 def evaluate_run(run: str | Path | LoadedRun, device: str = "auto", sampled: bool | None = None,
-                 mask_seen: bool | None = None, ks: list[int] | None = None) -> dict:
-    """Re-derive the split from the run's saved histories and evaluate validation and test."""
+                 mask_seen: bool | None = None, ks: list[int] | None = None, save_ranks: bool = False) -> dict:
+    """Re-derive the split from the run's saved histories and evaluate validation and test
+    (`save_ranks` rewrites the run's per-user test ranks with this evaluation's)."""
     dev = resolve_device(device)
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device=str(dev))
     cfg = loaded.config
@@ -158,8 +173,10 @@ def evaluate_run(run: str | Path | LoadedRun, device: str = "auto", sampled: boo
         cfg.eval.ks = ks
     split = make_split(cfg, sequences_from_histories(loaded.histories), loaded.model.num_items)
     loaded.model.to(dev)
-    out = {"valid": evaluate(loaded.model, split.valid, **_eval_kwargs(cfg, dev, split)),
-           **test_metrics(cfg, loaded.model, split, dev)}
+    tested, ranks = test_metrics(cfg, loaded.model, split, dev)
+    out = {"valid": evaluate(loaded.model, split.valid, **_eval_kwargs(cfg, dev, split)), **tested}
+    if save_ranks:
+        _save_ranks(loaded.path, cfg, split, loaded.histories.users, loaded.vocab, ranks)
     return out
 
 

@@ -27,12 +27,19 @@ def _history_tensor(histories: list[np.ndarray], device) -> torch.Tensor:
     return torch.from_numpy(out).to(device)
 
 
-@torch.no_grad()
-def evaluate(model: SequentialRecommender, data: EvalSet, ks: list[int] = (5, 10, 20), *, mask_seen: bool = True,
-             batch_size: int = 1024, device: str | torch.device = "cpu", sampled: bool = False,
-             num_sampled: int = 100, sampled_strategy: str = "uniform", item_counts: np.ndarray | None = None,
-             seed: int = 0, autocast: bool = False) -> dict[str, float]:
+def evaluate(model: SequentialRecommender, data: EvalSet, ks: list[int] = (5, 10, 20), **kwargs) -> dict[str, float]:
     """Metrics for the eval set. Full ranking by default; sampled metrics get a 'sampled_' prefix."""
+    return evaluate_with_ranks(model, data, ks, **kwargs)[0]
+
+
+@torch.no_grad()
+def evaluate_with_ranks(model: SequentialRecommender, data: EvalSet, ks: list[int] = (5, 10, 20), *,
+                        mask_seen: bool = True, batch_size: int = 1024, device: str | torch.device = "cpu",
+                        sampled: bool = False, num_sampled: int = 100, sampled_strategy: str = "uniform",
+                        item_counts: np.ndarray | None = None, seed: int = 0,
+                        autocast: bool = False) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics and each user's 1-based target rank (in the eval set's order), kept so that two runs
+    can be compared user by user (`seqrec compare`)."""
     ks = sorted(ks)
     was_training = model.training
     model.eval()
@@ -86,11 +93,12 @@ def evaluate(model: SequentialRecommender, data: EvalSet, ks: list[int] = (5, 10
     if sampled:
         out = metrics_from_ranks(ranks_np, ks, prefix="sampled_")
         out["sampled_candidates"] = num_sampled
-        return out
+        return out, ranks_np
     out = metrics_from_ranks(ranks_np, ks)
-    out.update(coverage(np.concatenate(tops), ks, num_items))
+    if tops:
+        out.update(coverage(np.concatenate(tops), ks, num_items))
     out["users"] = len(ranks_np)
-    return out
+    return out, ranks_np
 
 
 def _sampled_ranks(scores, targets, seen, probs, n, rng, mask_seen) -> np.ndarray:
