@@ -67,7 +67,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path,
     if users_a != users_b:
         raise SeqrecError(
             f"{run_a} and {run_b} were tested on different users ({len(users_a - users_b):,} only in the first, "
-            f"{len(users_b - users_a):,} only in the second); compare runs on the same data, filters and split")
+            f"{len(users_b - users_a):,} only in the second); compare runs on the same data, filters and split "
+            "(the temporal split also divides users between validation and test by train.seed)")
     if ta["mask_seen"].any() != tb["mask_seen"].any():
         raise SeqrecError(f"one of {run_a} and {run_b} masks seen items and the other does not; "
                           "re-evaluate both the same way (`seqrec evaluate`)")
