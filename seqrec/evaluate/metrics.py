@@ -15,10 +15,8 @@ def metrics_from_ranks(ranks: np.ndarray, ks: list[int], prefix: str = "") -> di
     if len(ranks) == 0:
         return out
     for k in ks:
-        hit = ranks <= k
-        out[f"{prefix}hr@{k}"] = float(hit.mean())
-        out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
-        out[f"{prefix}mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean())
+        for name in ("hr", "ndcg", "mrr"):
+            out[f"{prefix}{name}@{k}"] = float(per_user(ranks, f"{name}@{k}").mean())
     return out
 
 
